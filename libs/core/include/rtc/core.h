@@ -1,0 +1,21 @@
+/* rtc/core.h — small loop utilities shared by every binary. */
+#ifndef RTC_CORE_H
+#define RTC_CORE_H
+
+#include <stdint.h>
+#include <uv.h>
+#include "rtc/error.h"
+
+/* Monotonic milliseconds (uv_hrtime based). */
+uint64_t rtc_now_ms(void);
+/* Wall clock milliseconds since the epoch. */
+int64_t rtc_wall_ms(void);
+
+/* Watch SIGTERM and SIGINT on the loop; the first one calls on_signal
+ * (start draining), a second one exits the process at once with status 1. */
+typedef struct rtc_signals rtc_signals;
+typedef void (*rtc_signal_fn)(int signum, void *ud);
+int rtc_signals_start(uv_loop_t *loop, rtc_signal_fn on_signal, void *ud, rtc_signals **out);
+void rtc_signals_close(rtc_signals *s); /* freed from uv_close callbacks */
+
+#endif
