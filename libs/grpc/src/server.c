@@ -33,15 +33,16 @@
 #include "rtc/log.h"
 #include "list.h"
 
-#define READ_BUF_SIZE (64 * 1024)
-#define WRITE_BATCH (256 * 1024)
+#define READ_BUF_SIZE        (64 * 1024)
+#define WRITE_BATCH          (256 * 1024)
 #define HANDSHAKE_TIMEOUT_MS 10000
-#define CONN_WINDOW (16 * 1024 * 1024)
-#define MAX_METADATA 64
+#define CONN_WINDOW          (16 * 1024 * 1024)
+#define MAX_METADATA         64
+#define CALL_POOL_MAX        256         /* finished calls kept for reuse */
+#define CALL_POOL_BUF_MAX    (64 * 1024) /* larger buffers are not kept */
 
 typedef struct conn conn;
 typedef struct method method;
-
 
 struct method {
     char *path; /* "/pkg.Svc/Method" */
@@ -86,6 +87,9 @@ struct rtc_grpc_server {
     health_entry *health;
     size_t nhealth;
     rtc_list watchers;
+    rtc_list call_pool; /* recycled rtc_grpc_call, buffers kept */
+    size_t npool;
+    size_t ncalls; /* live calls; the server memory outlives them */
 
     bool shutting_down;
     uv_timer_t drain_timer;
@@ -128,7 +132,7 @@ enum call_state {
 
 struct rtc_grpc_call {
     rtc_list node; /* in conn->calls */
-    conn *conn; /* NULL once the connection is gone */
+    conn *conn;    /* NULL once the connection is gone */
     rtc_grpc_server *srv;
     int32_t stream_id;
     method *m;
@@ -141,7 +145,7 @@ struct rtc_grpc_call {
     bool drain_wanted;
     bool timer_used;
     bool deadline_hit; /* DEADLINE_EXCEEDED already sent */
-    int busy; /* user callbacks running: no free */
+    int busy;          /* user callbacks running: no free */
 
     /* request */
     char method_hdr[8];
@@ -270,6 +274,10 @@ static size_t kv_to_nv(const rtc_buf *b, nghttp2_nv *nva, size_t max)
     return n;
 }
 
+static const char *const status_text[RTC_GRPC_STATUS_COUNT] = {
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+};
+
 /* ---- metrics ------------------------------------------------------------ */
 
 static void count_call(rtc_grpc_call *call, int status)
@@ -325,8 +333,7 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf
     }
     if (call_pending(call) == 0 && call->finished) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        char status[8];
-        snprintf(status, sizeof(status), "%d", call->status);
+        const char *status = status_text[call->status];
         nghttp2_nv nva[2 + MAX_METADATA];
         size_t nv = 0;
         nva[nv++] = mknv("grpc-status", status);
@@ -363,8 +370,7 @@ static int submit_headers(rtc_grpc_call *call)
 /* Trailers-Only: one HEADERS frame with END_STREAM carrying the status. */
 static void submit_trailers_only(rtc_grpc_call *call, const char *http_status)
 {
-    char status[8];
-    snprintf(status, sizeof(status), "%d", call->status);
+    const char *status = status_text[call->status];
     nghttp2_nv nva[4 + 2 * MAX_METADATA];
     size_t n = 0;
     nva[n++] = mknv(":status", http_status);
@@ -415,19 +421,48 @@ static void emit_finish(rtc_grpc_call *call, const char *http_status)
 
 /* ---- call lifetime ------------------------------------------------------- */
 
+static void buf_keep_small(rtc_buf *b)
+{
+    if (b->cap > CALL_POOL_BUF_MAX)
+        rtc_buf_free(b);
+    else
+        rtc_buf_reset(b);
+}
+
+/* The end of a call's memory. Most go back to the server's pool with
+ * their buffers, so a steady stream of calls allocates next to nothing. */
 static void call_free_mem(rtc_grpc_call *call)
 {
+    rtc_grpc_server *s = call->srv;
     if (call->req)
         protobuf_c_message_free_unpacked(call->req, NULL);
-    rtc_grpc_deframer_free(&call->deframer);
-    rtc_buf_free(&call->req_bytes);
-    rtc_buf_free(&call->strings);
-    rtc_buf_free(&call->out);
-    rtc_buf_free(&call->resp_headers);
-    rtc_buf_free(&call->resp_trailers);
     free(call->path);
     free(call->message);
-    free(call);
+    s->ncalls--;
+    if (s->freed_pending || s->npool >= CALL_POOL_MAX) {
+        rtc_grpc_deframer_free(&call->deframer);
+        rtc_buf_free(&call->req_bytes);
+        rtc_buf_free(&call->strings);
+        rtc_buf_free(&call->out);
+        rtc_buf_free(&call->resp_headers);
+        rtc_buf_free(&call->resp_trailers);
+        free(call);
+    } else {
+        rtc_buf kept[6] = {call->deframer.body, call->req_bytes,    call->strings,
+                           call->out,           call->resp_headers, call->resp_trailers};
+        for (size_t i = 0; i < 6; i++)
+            buf_keep_small(&kept[i]);
+        memset(call, 0, sizeof(*call));
+        call->deframer.body = kept[0];
+        call->req_bytes = kept[1];
+        call->strings = kept[2];
+        call->out = kept[3];
+        call->resp_headers = kept[4];
+        call->resp_trailers = kept[5];
+        rtc_list_add(&s->call_pool, &call->node);
+        s->npool++;
+    }
+    server_maybe_release(s);
 }
 
 static void call_timer_closed(uv_handle_t *h)
@@ -503,15 +538,24 @@ static void deadline_cb(uv_timer_t *t)
 
 static rtc_grpc_call *call_new(conn *c, int32_t stream_id)
 {
-    rtc_grpc_call *call = calloc(1, sizeof(*call));
-    if (!call)
+    rtc_grpc_server *s = c->srv;
+    rtc_grpc_call *call;
+    if (!rtc_list_empty(&s->call_pool)) {
+        call = rtc_container_of(s->call_pool.next, rtc_grpc_call, node);
+        rtc_list_del(&call->node);
+        s->npool--;
+    } else if (!(call = calloc(1, sizeof(*call)))) {
         return NULL;
+    }
     call->conn = c;
-    call->srv = c->srv;
+    call->srv = s;
     call->stream_id = stream_id;
     call->status = RTC_GRPC_OK;
-    rtc_grpc_deframer_init(&call->deframer, c->srv->opts.max_recv_message);
+    rtc_buf body = call->deframer.body;
+    rtc_grpc_deframer_init(&call->deframer, s->opts.max_recv_message);
+    call->deframer.body = body;
     rtc_list_add(&c->calls, &call->node);
+    s->ncalls++;
     return call;
 }
 
@@ -574,8 +618,7 @@ static bool headers_done(rtc_grpc_call *call)
         if (!call->m)
             early_error(call, RTC_GRPC_UNIMPLEMENTED, "unknown method %s", call->path);
         else if (!call->m->fn)
-            early_error(call, RTC_GRPC_UNIMPLEMENTED, "method %s is not implemented",
-                        call->path);
+            early_error(call, RTC_GRPC_UNIMPLEMENTED, "method %s is not implemented", call->path);
     }
     if (!call->early_status && call->timeout_hdr) {
         uint64_t ms;
@@ -593,10 +636,9 @@ static bool headers_done(rtc_grpc_call *call)
         call->state = CALL_COMPLETED;
         call->finished = true;
         submit_trailers_only(call, http_status);
-        /* No interest in the body: let the client stop sending. */
-        if (!nghttp2_session_get_stream_remote_close(call->conn->h2, call->stream_id))
-            nghttp2_submit_rst_stream(call->conn->h2, NGHTTP2_FLAG_NONE, call->stream_id,
-                                      NGHTTP2_NO_ERROR);
+        /* The rest of the request body is read and dropped. (An
+         * RST_STREAM(NO_ERROR) here would save the bytes, but grpc-core
+         * clients report it as INTERNAL instead of the status.) */
         return false;
     }
     call->started = rtc_now_ms();
@@ -701,7 +743,10 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
         return 0;
     }
     if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
-        snprintf(call->method_hdr, sizeof(call->method_hdr), "%.*s", (int)valuelen, value);
+        size_t n =
+            valuelen < sizeof(call->method_hdr) - 1 ? valuelen : sizeof(call->method_hdr) - 1;
+        memcpy(call->method_hdr, value, n);
+        call->method_hdr[n] = 0;
         return 0;
     }
     if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
@@ -742,8 +787,7 @@ static void fix_metadata(rtc_grpc_call *call)
             call->encoding = v;
         else if (strcmp(k, "grpc-timeout") == 0)
             call->timeout_hdr = v;
-        if (strcmp(k, "content-type") == 0 || strcmp(k, "te") == 0 ||
-            strncmp(k, "grpc-", 5) == 0)
+        if (strcmp(k, "content-type") == 0 || strcmp(k, "te") == 0 || strncmp(k, "grpc-", 5) == 0)
             continue; /* protocol headers, not application metadata */
         call->md[out].key = k;
         call->md[out].value = v;
@@ -752,8 +796,8 @@ static void fix_metadata(rtc_grpc_call *call)
     call->nmd = out;
 }
 
-static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
-                         const uint8_t *data, size_t len, void *user_data)
+static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *user_data)
 {
     rtc_grpc_call *call = nghttp2_session_get_stream_user_data(h2, stream_id);
     if (!call || call->state != CALL_HEADERS || call->early_status)
@@ -762,8 +806,8 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     if (rc == RTC_ETOOBIG) {
         char lim[32];
         snprintf(lim, sizeof(lim), "%zu", call->srv->opts.max_recv_message);
-        early_error(call, RTC_GRPC_RESOURCE_EXHAUSTED,
-                    "request message larger than max (%s bytes)", lim);
+        early_error(call, RTC_GRPC_RESOURCE_EXHAUSTED, "request message larger than max (%s bytes)",
+                    lim);
     } else if (rc == RTC_EPROTO && !call->early_status) {
         early_error(call, RTC_GRPC_INTERNAL, "malformed message framing");
     } else if (rc < 0 && !call->early_status) {
@@ -772,8 +816,6 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     if (call->early_status) {
         /* Answer now; do not wait for (or buffer) the rest. */
         request_done(call);
-        if (!nghttp2_session_get_stream_remote_close(h2, stream_id))
-            nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
     }
     return 0;
 }
@@ -915,8 +957,7 @@ static void conn_flush(conn *c)
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->h2, &data);
             if (n < 0) {
-                rtc_warn("http2 send failed", "peer", c->peer, "error",
-                         nghttp2_strerror((int)n));
+                rtc_warn("http2 send failed", "peer", c->peer, "error", nghttp2_strerror((int)n));
                 conn_close(c);
                 return;
             }
@@ -1027,7 +1068,8 @@ static void conn_timer_cb(uv_timer_t *t)
         return;
     }
     /* Idle: no call open and nothing read for a whole period. */
-    if (rtc_list_empty(&c->calls) && rtc_now_ms() - c->last_active >= c->srv->opts.idle_timeout_ms) {
+    if (rtc_list_empty(&c->calls) &&
+        rtc_now_ms() - c->last_active >= c->srv->opts.idle_timeout_ms) {
         rtc_debug("closing idle connection", "peer", c->peer);
         conn_send_goaway(c);
     }
@@ -1115,14 +1157,46 @@ static void handle_closed(uv_handle_t *h)
     server_maybe_release(s);
 }
 
+/* The memory goes when rtc_grpc_server_free was called and the last
+ * handle, connection and call are gone (handlers may finish calls late). */
 static void server_maybe_release(rtc_grpc_server *s)
 {
-    if (s->freed_pending && s->open_handles == 0 && s->nconns == 0)
-        free(s);
+    if (!s->freed_pending || s->open_handles > 0 || s->nconns > 0 || s->ncalls > 0)
+        return;
+    while (!rtc_list_empty(&s->call_pool)) {
+        rtc_grpc_call *call = rtc_container_of(s->call_pool.next, rtc_grpc_call, node);
+        rtc_list_del(&call->node);
+        rtc_grpc_deframer_free(&call->deframer);
+        rtc_buf_free(&call->req_bytes);
+        rtc_buf_free(&call->strings);
+        rtc_buf_free(&call->out);
+        rtc_buf_free(&call->resp_headers);
+        rtc_buf_free(&call->resp_trailers);
+        free(call);
+    }
+    for (size_t i = 0; i < s->nmethods; i++)
+        free(s->methods[i].path);
+    free(s->methods);
+    for (size_t i = 0; i < s->nhealth; i++)
+        free(s->health[i].service);
+    free(s->health);
+    while (!rtc_list_empty(&s->watchers)) {
+        watcher *w = rtc_container_of(s->watchers.next, watcher, node);
+        rtc_list_del(&w->node);
+        free(w->service);
+        free(w);
+    }
+    if (s->cbs)
+        nghttp2_session_callbacks_del(s->cbs);
+    if (s->h2opt)
+        nghttp2_option_del(s->h2opt);
+    free(s->readbuf);
+    free(s->name);
+    free(s);
 }
 
-int rtc_grpc_server_new(uv_loop_t *loop, const rtc_grpc_server_options *opts,
-                        rtc_metrics *metrics, rtc_grpc_server **out)
+int rtc_grpc_server_new(uv_loop_t *loop, const rtc_grpc_server_options *opts, rtc_metrics *metrics,
+                        rtc_grpc_server **out)
 {
     rtc_grpc_server *s = calloc(1, sizeof(*s));
     if (!s)
@@ -1152,6 +1226,7 @@ int rtc_grpc_server_new(uv_loop_t *loop, const rtc_grpc_server_options *opts,
     rtc_list_init(&s->conns);
     rtc_list_init(&s->dirty);
     rtc_list_init(&s->watchers);
+    rtc_list_init(&s->call_pool);
     if (!s->name || !s->readbuf)
         goto fail;
 
@@ -1191,12 +1266,11 @@ int rtc_grpc_server_new(uv_loop_t *loop, const rtc_grpc_server_options *opts,
         s->m_calls = rtc_metrics_family(metrics, RTC_METRIC_COUNTER, "rtc_grpc_server_calls_total",
                                         "gRPC calls handled, by method and status code.", 2,
                                         call_labels, NULL, 0);
-        s->m_latency = rtc_metrics_family(metrics, RTC_METRIC_HISTOGRAM,
-                                          "rtc_grpc_server_call_duration_seconds",
-                                          "Time from request to status, by method.", 1,
-                                          method_label, NULL, 0);
-        s->m_conns = rtc_metrics_gauge(metrics, "rtc_grpc_server_connections",
-                                       "Open HTTP/2 connections.");
+        s->m_latency = rtc_metrics_family(
+            metrics, RTC_METRIC_HISTOGRAM, "rtc_grpc_server_call_duration_seconds",
+            "Time from request to status, by method.", 1, method_label, NULL, 0);
+        s->m_conns =
+            rtc_metrics_gauge(metrics, "rtc_grpc_server_connections", "Open HTTP/2 connections.");
         s->m_streams = rtc_metrics_gauge(metrics, "rtc_grpc_server_active_calls",
                                          "Calls whose handler is running (includes open streams).");
         s->m_conn_errors = rtc_metrics_counter(metrics, "rtc_grpc_server_protocol_errors_total",
@@ -1298,9 +1372,8 @@ int rtc_grpc_server_listen(rtc_grpc_server *s, const char *host, uint16_t port)
     struct sockaddr_storage bound;
     int blen = sizeof(bound);
     if (uv_tcp_getsockname(t, (struct sockaddr *)&bound, &blen) == 0) {
-        uint16_t p = bound.ss_family == AF_INET6
-                         ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-                         : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+        uint16_t p = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                                 : ntohs(((struct sockaddr_in *)&bound)->sin_port);
         if (!s->port)
             s->port = p;
     }
@@ -1362,41 +1435,19 @@ void rtc_grpc_server_free(rtc_grpc_server *s)
 {
     if (!s)
         return;
+    s->freed_pending = true;
+    s->done = NULL;
     while (!rtc_list_empty(&s->conns))
         conn_close(rtc_container_of(s->conns.next, conn, node));
-    for (size_t i = 0; i < s->nmethods; i++)
-        free(s->methods[i].path);
-    free(s->methods);
-    for (size_t i = 0; i < s->nhealth; i++)
-        free(s->health[i].service);
-    free(s->health);
-    if (s->cbs)
-        nghttp2_session_callbacks_del(s->cbs);
-    if (s->h2opt)
-        nghttp2_option_del(s->h2opt);
-    free(s->readbuf);
-    free(s->name);
-    s->methods = NULL;
-    s->health = NULL;
-    s->nhealth = 0;
-    s->cbs = NULL;
-    s->h2opt = NULL;
-    s->readbuf = NULL;
-    s->name = NULL;
-    s->freed_pending = true;
-    if (s->open_handles == 0 && s->nconns == 0) {
-        free(s);
-        return;
-    }
-    s->done = NULL;
     for (size_t i = 0; i < s->nlisteners; i++) {
         if (!uv_is_closing((uv_handle_t *)&s->listeners[i]))
             uv_close((uv_handle_t *)&s->listeners[i], handle_closed);
     }
-    if (!uv_is_closing((uv_handle_t *)&s->flusher))
+    if (s->flusher.loop && !uv_is_closing((uv_handle_t *)&s->flusher))
         uv_close((uv_handle_t *)&s->flusher, handle_closed);
-    if (!uv_is_closing((uv_handle_t *)&s->drain_timer))
+    if (s->drain_timer.loop && !uv_is_closing((uv_handle_t *)&s->drain_timer))
         uv_close((uv_handle_t *)&s->drain_timer, handle_closed);
+    server_maybe_release(s);
 }
 
 /* ---- the call API ------------------------------------------------------------- */
@@ -1630,7 +1681,8 @@ static void health_watch(rtc_grpc_call *call, const ProtobufCMessage *req, void 
     rtc_list_add(&s->watchers, &w->node);
     rtc_grpc_call_on_cancel(call, watcher_cancel, w);
     health_entry *h = health_find(s, r->service);
-    health_send(call, h ? h->status : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+    health_send(call, h ? h->status
+                        : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
 }
 
 /* On shutdown, after NOT_SERVING went out: end the watches so the drain is

@@ -99,8 +99,7 @@ int rtc_service_main(const rtc_service_def *def, int argc, char **argv)
          &s->cfg.listen, 0, 0},
         {"admin", RTC_OPT_HOSTPORT, def->default_admin,
          "admin HTTP listen address (/healthz, /readyz, /metrics)", &s->cfg.admin, 0, 0},
-        {"log-level", RTC_OPT_LOG_LEVEL, "info", "debug, info, warn or error", &s->log_level, 0,
-         0},
+        {"log-level", RTC_OPT_LOG_LEVEL, "info", "debug, info, warn or error", &s->log_level, 0, 0},
         {"dev", RTC_OPT_BOOL, "false", "development mode (see README)", &s->cfg.dev, 0, 0},
         {"max-message", RTC_OPT_SIZE, "1MiB",
          "largest gRPC request message accepted (RESOURCE_EXHAUSTED beyond)", &s->cfg.max_message,
@@ -167,8 +166,7 @@ int rtc_service_main(const rtc_service_def *def, int argc, char **argv)
         rtc_error("cannot listen", "addr", listen_s);
         goto out;
     }
-    if (rtc_admin_start(s->loop, s->cfg.admin.host, s->cfg.admin.port, s->metrics, &s->admin) <
-        0) {
+    if (rtc_admin_start(s->loop, s->cfg.admin.host, s->cfg.admin.port, s->metrics, &s->admin) < 0) {
         rtc_error("cannot start admin listener", "addr", admin_s);
         goto out;
     }
@@ -180,8 +178,8 @@ int rtc_service_main(const rtc_service_def *def, int argc, char **argv)
         char gport[8], aport[8];
         snprintf(gport, sizeof(gport), "%u", rtc_grpc_server_port(s->grpc));
         snprintf(aport, sizeof(aport), "%u", rtc_admin_port(s->admin));
-        rtc_info("listening", "grpc", listen_s, "grpc_port", gport, "admin", admin_s,
-                 "admin_port", aport, "version", RTC_VERSION);
+        rtc_info("listening", "grpc", listen_s, "grpc_port", gport, "admin", admin_s, "admin_port",
+                 aport, "version", RTC_VERSION);
     }
     rtc_admin_set_ready(s->admin, true, NULL);
     uv_run(s->loop, UV_RUN_DEFAULT);
