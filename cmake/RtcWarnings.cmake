@@ -13,6 +13,14 @@ if(RTC_SANITIZE)
     -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   target_link_options(rtc_sanitize INTERFACE -fsanitize=address,undefined)
 endif()
+# In the fuzz build the code under test lives in the libraries, not in the
+# fuzz_*.c drivers: every first-party target gets libFuzzer's coverage
+# instrumentation and the sanitizers, or the fuzzer would run blind.
+if(RTC_FUZZ)
+  target_compile_options(rtc_sanitize INTERFACE
+    -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  target_link_options(rtc_sanitize INTERFACE -fsanitize=address,undefined)
+endif()
 target_link_libraries(rtc_warnings INTERFACE rtc_sanitize)
 
 # rtc_fuzz_target(name SOURCES ... LIBS ...): a libFuzzer binary.

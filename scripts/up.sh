@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Brings rtc up on this machine: installs build dependencies, builds, starts
+# rtc-auth and rtc-signaling in the background in development mode (--dev) on
+# their default ports, and waits until each is ready (admin /readyz answers
+# 200 and gRPC grpc.health.v1.Health/Check answers SERVING).
+#
+#   scripts/up.sh [start]   build if needed, start, wait for health (default)
+#   scripts/up.sh status    what is running and whether it is ready
+#   scripts/up.sh stop      SIGTERM, wait for a clean exit (SIGKILL after 20 s)
+#   scripts/up.sh restart   stop, then start
+#
+# Logs: .run/logs/<name>.log; pids: .run/<name>.pid. Running it again while
+# everything is up says so and exits 0. RTC_BIN_DIR=DIR uses binaries from DIR
+# instead of building into build/bin.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+RUN="$ROOT/.run"
+LOGS="$RUN/logs"
+HOST=127.0.0.1
+PY=/usr/bin/python3
+STOP_GRACE=20  # seconds; the services drain in-flight calls on SIGTERM
+START_WAIT=30  # seconds for each service to become ready
+
+# name  gRPC port  admin port  (DESIGN.md §8)
+SERVICES=(
+	"rtc-auth 8081 9081"
+	"rtc-signaling 50051 9051"
+)
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
+die() {
+	echo "up: $*" >&2
+	exit 1
+}
+
+if [[ -n ${RTC_BIN_DIR:-} ]]; then
+	BIN="$(cd "$RTC_BIN_DIR" && pwd -P)"
+else
+	BIN="$ROOT/build/bin"
+fi
+
+# pid of a running service from its pid file, or nothing. A pid file whose
+# process is gone or is some other program (pid reused) is stale.
+running_pid() {
+	local name="$1" pid exe
+	[[ -f $RUN/$name.pid ]] || return 0
+	pid="$(<"$RUN/$name.pid")"
+	[[ $pid =~ ^[0-9]+$ ]] || return 0
+	exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+	# A rebuilt binary shows as "<path> (deleted)".
+	if [[ ${exe% (deleted)} == "$BIN/$name" ]]; then
+		echo "$pid"
+	fi
+}
+
+# A process that exited but was not reaped yet (our own child) still answers
+# kill -0: look at its state instead.
+alive() {
+	local stat
+	stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+	stat="${stat##*) }"
+	[[ ${stat:0:1} != Z && ${stat:0:1} != X ]]
+}
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+readyz() { curl -sf -o /dev/null --max-time 2 "http://$HOST:$1/readyz"; }
+
+# grpc.health.v1.Health/Check for service "" through grpcio, with raw bytes:
+# the request is an empty message, SERVING is b'\x08\x01' (field 1 = 1).
+grpc_serving() {
+	"$PY" - "$HOST:$1" "$2" <<'PYEOF'
+import sys, grpc
+target, deadline = sys.argv[1], float(sys.argv[2])
+with grpc.insecure_channel(target) as ch:
+    check = ch.unary_unary('/grpc.health.v1.Health/Check')
+    try:
+        resp = check(b'', timeout=deadline, wait_for_ready=True)
+    except grpc.RpcError as e:
+        sys.exit(f'{target}: Health/Check: {e.code().name}: {e.details()}')
+if resp != b'\x08\x01':
+    sys.exit(f'{target}: Health/Check: not SERVING (response bytes {resp.hex() or "empty"})')
+PYEOF
+}
+
+build() {
+	"$ROOT/scripts/deps.sh" --build-only --quiet
+	echo "up: building (cmake --preset default, build/; log .run/logs/build.log)"
+	mkdir -p "$LOGS"
+	if ! (cd "$ROOT" && cmake --preset default &&
+		cmake --build build -j"$(nproc)" --target rtc-auth rtc-signaling) >"$LOGS/build.log" 2>&1; then
+		tail -n 30 "$LOGS/build.log" >&2
+		die "build failed (log: .run/logs/build.log)"
+	fi
+}
+
+endpoints() {
+	local svc name port admin
+	for svc in "${SERVICES[@]}"; do
+		read -r name port admin <<<"$svc"
+		printf '  %-14s gRPC h2c %s:%-5s  admin http://%s:%s/{healthz,readyz,metrics}  log .run/logs/%s.log\n' \
+			"$name" "$HOST" "$port" "$HOST" "$admin" "$name"
+	done
+}
+
+# Waits until the service is ready: /readyz answers 200, then gRPC health
+# answers SERVING. Returns 1 (after saying why) if its process exits or
+# START_WAIT seconds pass.
+wait_ready() {
+	local name="$1" pid="$2" port="$3" admin="$4" t0=$SECONDS left
+	until readyz "$admin"; do
+		if ! alive "$pid"; then
+			tail -n 20 "$LOGS/$name.log" >&2 || true
+			echo "up: $name exited during startup (log: .run/logs/$name.log)" >&2
+			return 1
+		fi
+		if ((SECONDS - t0 >= START_WAIT)); then
+			echo "up: $name: /readyz on $HOST:$admin not 200 after ${START_WAIT}s (log: .run/logs/$name.log)" >&2
+			return 1
+		fi
+		sleep 0.2
+	done
+	left=$((START_WAIT - (SECONDS - t0)))
+	((left > 0)) || left=1
+	if ! grpc_serving "$port" "$left"; then
+		echo "up: $name: gRPC health on $HOST:$port is not SERVING (log: .run/logs/$name.log)" >&2
+		return 1
+	fi
+}
+
+# SIGTERM, wait up to STOP_GRACE seconds for a clean exit, then SIGKILL.
+stop_one() {
+	local name="$1" pid t0
+	pid="$(running_pid "$name")"
+	rm -f "$RUN/$name.pid"
+	[[ -n $pid ]] || return 1
+	kill -TERM "$pid" 2>/dev/null || true
+	t0=$SECONDS
+	while alive "$pid" && ((SECONDS - t0 < STOP_GRACE)); do
+		sleep 0.2
+	done
+	if alive "$pid"; then
+		kill -KILL "$pid" 2>/dev/null || true
+		echo "up: $name (pid $pid) did not exit ${STOP_GRACE}s after SIGTERM: killed"
+	else
+		echo "up: $name (pid $pid) stopped after SIGTERM in $((SECONDS - t0))s"
+	fi
+}
+
+cmd_start() {
+	local svc name port admin p pid need=() started=()
+	for svc in "${SERVICES[@]}"; do
+		read -r name port admin <<<"$svc"
+		pid="$(running_pid "$name")"
+		if [[ -z $pid ]]; then
+			need+=("$svc")
+		fi
+	done
+	if ((${#need[@]} == 0)); then
+		for svc in "${SERVICES[@]}"; do
+			read -r name port admin <<<"$svc"
+			wait_ready "$name" "$(running_pid "$name")" "$port" "$admin" ||
+				die "$name is running but not ready (scripts/up.sh restart)"
+		done
+		echo "up: already up:"
+		endpoints
+		return 0
+	fi
+
+	if [[ -z ${RTC_BIN_DIR:-} ]]; then
+		build
+	fi
+	"$PY" -c 'import grpc' 2>/dev/null || die "$PY cannot import grpc (scripts/deps.sh --build-only installs python3-grpcio)"
+	command -v curl >/dev/null || die "curl not found (scripts/deps.sh --build-only installs it)"
+
+	mkdir -p "$LOGS"
+	for svc in "${need[@]}"; do
+		read -r name port admin <<<"$svc"
+		[[ -x $BIN/$name ]] || die "$BIN/$name not found"
+		for p in "$port" "$admin"; do
+			if port_open "$p"; then
+				die "$name: $HOST:$p is already in use by another process"
+			fi
+		done
+	done
+	for svc in "${need[@]}"; do
+		read -r name port admin <<<"$svc"
+		echo "up: starting $name (gRPC $HOST:$port, admin $HOST:$admin)"
+		# fd 9 holds up.sh's lock: the services must not inherit it.
+		nohup "$BIN/$name" --listen "$HOST:$port" --admin "$HOST:$admin" --dev \
+			>>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
+		echo $! >"$RUN/$name.pid"
+		started+=("$name")
+	done
+	for svc in "${need[@]}"; do
+		read -r name port admin <<<"$svc"
+		if ! wait_ready "$name" "$(<"$RUN/$name.pid")" "$port" "$admin"; then
+			# Do not leave the system half up: stop what this run started.
+			for name in "${started[@]}"; do
+				stop_one "$name" || true
+			done
+			die "start failed"
+		fi
+		echo "up: $name ready"
+	done
+	echo "up: rtc is up (development mode):"
+	endpoints
+	echo "  stop with: scripts/up.sh stop"
+}
+
+cmd_stop() {
+	local svc name port admin any=0
+	for svc in "${SERVICES[@]}"; do
+		read -r name port admin <<<"$svc"
+		if stop_one "$name"; then
+			any=1
+		fi
+	done
+	((any)) || echo "up: nothing running"
+}
+
+# Exit status 0 when every service runs and is ready, 3 otherwise.
+cmd_status() {
+	local svc name port admin pid ready rc=0
+	for svc in "${SERVICES[@]}"; do
+		read -r name port admin <<<"$svc"
+		pid="$(running_pid "$name")"
+		if [[ -z $pid ]]; then
+			printf '  %-14s stopped\n' "$name"
+			rc=3
+			continue
+		fi
+		if readyz "$admin"; then ready=ready; else ready="NOT ready"; rc=3; fi
+		printf '  %-14s running (pid %s), %s: gRPC %s:%s, admin http://%s:%s\n' \
+			"$name" "$pid" "$ready" "$HOST" "$port" "$HOST" "$admin"
+	done
+	return "$rc"
+}
+
+mkdir -p "$RUN"
+# One up.sh at a time (start and stop must not interleave).
+exec 9>"$RUN/up.lock"
+flock -n 9 || die "another scripts/up.sh is running"
+
+case "${1:-start}" in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+restart)
+	cmd_stop
+	cmd_start
+	;;
+-h | --help) usage ;;
+*)
+	usage >&2
+	exit 2
+	;;
+esac
