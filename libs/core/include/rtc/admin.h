@@ -41,7 +41,6 @@ typedef struct rtc_http1_request {
  * RTC_EPROTO on a malformed request, RTC_ETOOBIG past max_bytes.
  * Requests with a body (Content-Length > 0, Transfer-Encoding) are
  * RTC_EPROTO: the admin port takes none. */
-int rtc_http1_parse_request(const char *buf, size_t len, size_t max_bytes,
-                            rtc_http1_request *req);
+int rtc_http1_parse_request(const char *buf, size_t len, size_t max_bytes, rtc_http1_request *req);
 
 #endif

@@ -11,7 +11,10 @@ typedef struct rtc_buf {
     size_t cap;
 } rtc_buf;
 
-#define RTC_BUF_INIT {NULL, 0, 0}
+#define RTC_BUF_INIT                                                                               \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Ensure room for `extra` more bytes. 0 or RTC_ENOMEM. */
 int rtc_buf_reserve(rtc_buf *b, size_t extra);

@@ -4,7 +4,9 @@
  * `--name VALUE`, `--name=VALUE` and the environment variable RTC_NAME
  * (upper-cased, '-' → '_'). Flags win over the environment, the environment
  * over the default. Parsing validates types and ranges and reports the first
- * problem as one line in `err` ("--listen: expected HOST:PORT, got 'x'"). */
+ * problem as one line in `err` ("--listen: expected HOST:PORT, got 'x'").
+ * A flag given twice: the last wins. An empty environment variable counts as
+ * unset. A value may start with '-' but not "--" (use --name=--x for that). */
 #ifndef RTC_CONFIG_H
 #define RTC_CONFIG_H
 
@@ -24,7 +26,9 @@ typedef enum {
     RTC_OPT_INT,       /* dest: int64_t *, within [min, max] */
     RTC_OPT_BOOL,      /* dest: bool *; flag alone means true; env true/false/1/0/yes/no */
     RTC_OPT_DURATION,  /* dest: uint64_t * milliseconds; "250ms", "5s", "2m", "1h"; bare = ms */
-    RTC_OPT_SIZE,      /* dest: uint64_t * bytes; "512", "64KiB", "1MiB", "1GiB" */
+    RTC_OPT_SIZE,      /* dest: uint64_t * bytes; "512", "64KiB", "1MiB", "1GiB"; suffixes
+                        * are binary: B, k/K/Ki/KiB, M/Mi/MiB, G/Gi/GiB, T/Ti/TiB. "KB"/"MB"
+                        * are refused as ambiguous (1000 or 1024?). No fractions. */
     RTC_OPT_LOG_LEVEL, /* dest: rtc_log_level * */
 } rtc_opt_type;
 

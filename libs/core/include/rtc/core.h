@@ -12,7 +12,9 @@ uint64_t rtc_now_ms(void);
 int64_t rtc_wall_ms(void);
 
 /* Watch SIGTERM and SIGINT on the loop; the first one calls on_signal
- * (start draining), a second one exits the process at once with status 1. */
+ * (start draining), a second one exits the process at once with status 1.
+ * Also ignores SIGPIPE. The watchers do not keep the loop alive (unref'd):
+ * uv_run returns once everything else has closed after a drain. */
 typedef struct rtc_signals rtc_signals;
 typedef void (*rtc_signal_fn)(int signum, void *ud);
 int rtc_signals_start(uv_loop_t *loop, rtc_signal_fn on_signal, void *ud, rtc_signals **out);

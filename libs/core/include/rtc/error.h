@@ -7,11 +7,11 @@
 
 enum {
     RTC_OK = 0,
-    RTC_EINVAL = -1,   /* invalid argument or input */
-    RTC_ENOMEM = -2,   /* allocation failed */
-    RTC_EIO = -3,      /* system / socket error */
-    RTC_ERANGE = -4,   /* value out of range */
-    RTC_EPROTO = -5,   /* peer violated the protocol */
+    RTC_EINVAL = -1, /* invalid argument or input */
+    RTC_ENOMEM = -2, /* allocation failed */
+    RTC_EIO = -3,    /* system / socket error */
+    RTC_ERANGE = -4, /* value out of range */
+    RTC_EPROTO = -5, /* peer violated the protocol */
     RTC_ENOTFOUND = -6,
     RTC_EEXIST = -7,
     RTC_ECLOSED = -8,  /* object already closed / finished */

@@ -32,8 +32,8 @@ const char *rtc_log_level_name(rtc_log_level level);
 void rtc_log(rtc_log_level level, const char *msg, ...) __attribute__((sentinel));
 
 #define rtc_debug(...) rtc_log(RTC_LOG_DEBUG, __VA_ARGS__, (const char *)NULL)
-#define rtc_info(...) rtc_log(RTC_LOG_INFO, __VA_ARGS__, (const char *)NULL)
-#define rtc_warn(...) rtc_log(RTC_LOG_WARN, __VA_ARGS__, (const char *)NULL)
+#define rtc_info(...)  rtc_log(RTC_LOG_INFO, __VA_ARGS__, (const char *)NULL)
+#define rtc_warn(...)  rtc_log(RTC_LOG_WARN, __VA_ARGS__, (const char *)NULL)
 #define rtc_error(...) rtc_log(RTC_LOG_ERROR, __VA_ARGS__, (const char *)NULL)
 
 #endif

@@ -33,9 +33,8 @@ void rtc_metrics_free(rtc_metrics *m);
  * existing family when the type and labels match, else NULL. The returned
  * pointer is owned by the registry. */
 rtc_metric_family *rtc_metrics_family(rtc_metrics *m, rtc_metric_type type, const char *name,
-                                      const char *help, size_t nlabels,
-                                      const char *const *labels, const double *buckets,
-                                      size_t nbuckets);
+                                      const char *help, size_t nlabels, const char *const *labels,
+                                      const double *buckets, size_t nbuckets);
 
 /* The child for these label values (nlabels of them, copied), created on
  * first use. Owned by the registry. NULL on allocation failure. */
