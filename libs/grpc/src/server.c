@@ -38,6 +38,7 @@
 #define HANDSHAKE_TIMEOUT_MS 10000
 #define CONN_WINDOW          (16 * 1024 * 1024)
 #define MAX_METADATA         64
+#define MAX_STATUS_MESSAGE   4096        /* grpc-message bytes before encoding */
 #define CALL_POOL_MAX        256         /* finished calls kept for reuse */
 #define CALL_POOL_BUF_MAX    (64 * 1024) /* larger buffers are not kept */
 
@@ -393,8 +394,9 @@ static int set_status(rtc_grpc_call *call, int status, const char *message)
     call->message = NULL;
     if (message && *message) {
         rtc_buf enc = RTC_BUF_INIT;
-        if (rtc_grpc_message_encode(message, strlen(message), &enc) < 0 ||
-            rtc_buf_append(&enc, "", 1) < 0) {
+        /* Keep the header block far below nghttp2's send limit. */
+        size_t len = strnlen(message, MAX_STATUS_MESSAGE);
+        if (rtc_grpc_message_encode(message, len, &enc) < 0 || rtc_buf_append(&enc, "", 1) < 0) {
             rtc_buf_free(&enc);
             return RTC_ENOMEM;
         }
@@ -509,6 +511,12 @@ static void deadline_cb(uv_timer_t *t)
     rtc_grpc_call *call = t->data;
     if (call->cancelled || call->state == CALL_COMPLETED)
         return;
+    /* libuv timers run on the loop's cached clock: never fire early. */
+    uint64_t now = rtc_now_ms();
+    if (now < call->deadline) {
+        uv_timer_start(&call->timer, deadline_cb, call->deadline - now, 0);
+        return;
+    }
     conn *c = call->conn;
     call->busy++;
     call_cancel(call, RTC_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
@@ -522,14 +530,12 @@ static void deadline_cb(uv_timer_t *t)
         if (!call->headers_sent) {
             submit_trailers_only(call, "200");
         } else {
-            /* Output already started: drop what is queued and end now. */
+            /* Output already started (and may be blocked by flow control,
+             * or stopped inside a message): reset the stream. */
             c->pending -= call_pending(call);
             call->out.len = call->out_off = 0;
             call->finished = true;
-            if (call->deferred) {
-                call->deferred = false;
-                nghttp2_session_resume_data(c->h2, call->stream_id);
-            }
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
         }
         conn_mark_dirty(c);
     }

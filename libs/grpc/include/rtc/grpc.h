@@ -142,8 +142,8 @@ typedef void (*rtc_grpc_handler_fn)(rtc_grpc_call *call, const ProtobufCMessage 
 
 /* A server with the health service registered (overall status SERVING).
  * metrics may be NULL. */
-int rtc_grpc_server_new(uv_loop_t *loop, const rtc_grpc_server_options *opts,
-                        rtc_metrics *metrics, rtc_grpc_server **out);
+int rtc_grpc_server_new(uv_loop_t *loop, const rtc_grpc_server_options *opts, rtc_metrics *metrics,
+                        rtc_grpc_server **out);
 
 /* Declare every method of svc; those without a handler answer
  * UNIMPLEMENTED. Also sets the service's health to SERVING. */
@@ -153,8 +153,8 @@ int rtc_grpc_server_add_service(rtc_grpc_server *s, const ProtobufCServiceDescri
  * here because protoc-c descriptors carry no streaming flags.
  * RTC_ENOTFOUND for an unknown method. */
 int rtc_grpc_server_handle(rtc_grpc_server *s, const ProtobufCServiceDescriptor *svc,
-                           const char *method, rtc_grpc_method_kind kind,
-                           rtc_grpc_handler_fn fn, void *ud);
+                           const char *method, rtc_grpc_method_kind kind, rtc_grpc_handler_fn fn,
+                           void *ud);
 
 /* Listen on host:port (port 0 = ephemeral; see rtc_grpc_server_port). */
 int rtc_grpc_server_listen(rtc_grpc_server *s, const char *host, uint16_t port);
@@ -277,7 +277,7 @@ typedef void (*rtc_grpc_unary_done_fn)(void *ud, int status, const char *message
                                        ProtobufCMessage *resp);
 int rtc_grpc_channel_unary(rtc_grpc_channel *ch, const char *path, const ProtobufCMessage *req,
                            const ProtobufCMessageDescriptor *resp_desc,
-                           const rtc_grpc_call_options *opts, rtc_grpc_unary_done_fn done,
-                           void *ud, rtc_grpc_client_call **out);
+                           const rtc_grpc_call_options *opts, rtc_grpc_unary_done_fn done, void *ud,
+                           rtc_grpc_client_call **out);
 
 #endif
