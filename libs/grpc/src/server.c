@@ -172,6 +172,7 @@ struct rtc_grpc_call {
     /* response */
     rtc_buf out;
     size_t out_off;
+    size_t frame_off; /* start of the first frame not wholly sent (>= out_off when at a boundary) */
     rtc_buf resp_headers;  /* "key\0value\0" pairs */
     rtc_buf resp_trailers; /* same */
     int status;
@@ -307,6 +308,17 @@ static void count_call(rtc_grpc_call *call, int status)
     }
 }
 
+/* True when no message has been partly sent: out_off is a frame start. */
+static bool call_at_boundary(rtc_grpc_call *call)
+{
+    while (call->frame_off < call->out_off) {
+        const uint8_t *h = call->out.data + call->frame_off;
+        uint32_t len = (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
+        call->frame_off += RTC_GRPC_FRAME_HEADER_LEN + len;
+    }
+    return call->frame_off == call->out_off;
+}
+
 /* ---- response output ---------------------------------------------------- */
 
 static size_t call_pending(const rtc_grpc_call *call)
@@ -328,6 +340,7 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf
         if (call->out_off == call->out.len) {
             call->out_off = 0;
             call->out.len = 0;
+            call->frame_off = 0;
             if (call->drain_fn)
                 call->drain_wanted = true;
         }
@@ -530,12 +543,23 @@ static void deadline_cb(uv_timer_t *t)
         if (!call->headers_sent) {
             submit_trailers_only(call, "200");
         } else {
-            /* Output already started (and may be blocked by flow control,
-             * or stopped inside a message): reset the stream. */
+            /* Output already started. At a message boundary with flow-control
+             * window left, drop what is queued and send the trailers; inside a
+             * message or flow-blocked, reset the stream instead. */
+            bool boundary = call_at_boundary(call);
+            bool window = nghttp2_session_get_stream_remote_window_size(c->h2, call->stream_id) > 0;
             c->pending -= call_pending(call);
-            call->out.len = call->out_off = 0;
+            call->out.len = call->out_off = call->frame_off = 0;
             call->finished = true;
-            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+            if (boundary && window) {
+                if (call->deferred) {
+                    call->deferred = false;
+                    nghttp2_session_resume_data(c->h2, call->stream_id);
+                }
+            } else {
+                nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->stream_id,
+                                          NGHTTP2_CANCEL);
+            }
         }
         conn_mark_dirty(c);
     }
@@ -863,7 +887,7 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
     conn *c = call->conn;
     if (c)
         c->pending -= call_pending(call);
-    call->out_off = call->out.len = 0;
+    call->out_off = call->out.len = call->frame_off = 0;
     if (call->state == CALL_DISPATCHED) {
         if (call->srv->m_streams)
             rtc_metric_inc(call->srv->m_streams, -1);
@@ -1542,6 +1566,8 @@ int rtc_grpc_call_send(rtc_grpc_call *call, const ProtobufCMessage *msg)
     }
     /* Compact before growing when most of the buffer is already sent. */
     if (call->out_off > 0 && call->out_off >= call->out.len / 2) {
+        call_at_boundary(call); /* moves frame_off to or past out_off */
+        call->frame_off -= call->out_off;
         rtc_buf_consume(&call->out, call->out_off);
         call->out_off = 0;
     }
