@@ -39,6 +39,8 @@
 #include "rtc/grpc.h"
 #include "rtc/log.h"
 
+#include "h2out.h"
+
 #define CLIENT_USER_AGENT      "rtc-grpc/0.1"
 #define CLIENT_MAX_ENDPOINTS   64
 #define CLIENT_MAX_QUEUED      10000
@@ -806,27 +808,13 @@ static void conn_flush(conn *c)
 {
     if (c->dead || c->writing || c->in_h2 || !c->h2)
         return;
-    ssize_t err = 0;
     c->in_h2 = true;
-    while (c->wbuf.len < CLIENT_WRITE_BATCH && !c->dead) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
-        if (n < 0) {
-            err = n;
-            break;
-        }
-        if (n == 0)
-            break;
-        if (rtc_buf_append(&c->wbuf, data, (size_t)n) < 0) {
-            err = NGHTTP2_ERR_NOMEM;
-            break;
-        }
-    }
+    int err = rtc_h2_collect(c->h2, &c->wbuf, CLIENT_WRITE_BATCH);
     c->in_h2 = false;
     if (c->dead)
         return;
     if (err < 0) {
-        conn_fail(c, RTC_GRPC_UNAVAILABLE, nghttp2_strerror((int)err));
+        conn_fail(c, RTC_GRPC_UNAVAILABLE, nghttp2_strerror(err));
         return;
     }
     if (c->wbuf.len > 0) {
@@ -904,12 +892,7 @@ static void conn_send_goaway_now(conn *c)
         return;
     rtc_buf out = RTC_BUF_INIT;
     c->in_h2 = true;
-    for (;;) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
-        if (n <= 0 || rtc_buf_append(&out, data, (size_t)n) < 0)
-            break;
-    }
+    (void)rtc_h2_collect(c->h2, &out, SIZE_MAX); /* send what was collected, error or not */
     c->in_h2 = false;
     if (out.len > 0) {
         uv_buf_t b = uv_buf_init((char *)out.data, (unsigned)out.len);

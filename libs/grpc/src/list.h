@@ -35,6 +35,6 @@ static inline bool rtc_list_empty(const rtc_list *head)
     return head->next == head;
 }
 
-#define rtc_container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define rtc_container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 #endif

@@ -31,6 +31,7 @@
 #include "rtc/core.h"
 #include "rtc/grpc.h"
 #include "rtc/log.h"
+#include "h2out.h"
 #include "list.h"
 
 #define READ_BUF_SIZE        (64 * 1024)
@@ -983,20 +984,11 @@ static void conn_flush(conn *c)
 {
     while (!c->closing && !c->writing) {
         rtc_buf_reset(&c->wbuf);
-        while (c->wbuf.len < WRITE_BATCH) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(c->h2, &data);
-            if (n < 0) {
-                rtc_warn("http2 send failed", "peer", c->peer, "error", nghttp2_strerror((int)n));
-                conn_close(c);
-                return;
-            }
-            if (n == 0)
-                break;
-            if (rtc_buf_append(&c->wbuf, data, (size_t)n) < 0) {
-                conn_close(c);
-                return;
-            }
+        int rv = rtc_h2_collect(c->h2, &c->wbuf, WRITE_BATCH);
+        if (rv < 0) {
+            rtc_warn("http2 send failed", "peer", c->peer, "error", nghttp2_strerror(rv));
+            conn_close(c);
+            return;
         }
         if (c->wbuf.len == 0) {
             if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
