@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Brings rtc up on this machine: installs build dependencies, builds, starts
-# rtc-auth and rtc-signaling in the background in development mode (--dev) on
-# their default ports, and waits until each is ready (admin /readyz answers
-# 200 and gRPC grpc.health.v1.Health/Check answers SERVING).
+# Brings rtc up on this machine: installs build dependencies, builds, makes
+# development secrets on first run (.run/secrets: a P-256 signing key, an API
+# key file, a TURN secret — never committed), starts Redis on 6379 (or uses
+# the one already answering there), then rtc-auth and rtc-signaling in the
+# background in development mode (--dev) on their default ports, and waits
+# until each is ready (admin /readyz answers 200 and gRPC
+# grpc.health.v1.Health/Check answers SERVING).
 #
 #   scripts/up.sh [start]   build if needed, start, wait for health (default)
 #   scripts/up.sh status    what is running and whether it is ready
@@ -19,6 +22,8 @@ RUN="$ROOT/.run"
 LOGS="$RUN/logs"
 HOST=127.0.0.1
 PY=/usr/bin/python3
+SECRETS="$RUN/secrets"
+REDIS_PORT=6379
 STOP_GRACE=20  # seconds; the services drain in-flight calls on SIGTERM
 START_WAIT=30  # seconds for each service to become ready
 
@@ -49,7 +54,7 @@ running_pid() {
 	[[ $pid =~ ^[0-9]+$ ]] || return 0
 	exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
 	# A rebuilt binary shows as "<path> (deleted)".
-	if [[ ${exe% (deleted)} == "$BIN/$name" ]]; then
+	if [[ ${exe% (deleted)} == "$BIN/$name" || ($name == redis-server && ${exe% (deleted)} == */redis-server) ]]; then
 		echo "$pid"
 	fi
 }
@@ -148,8 +153,61 @@ stop_one() {
 	fi
 }
 
+# Development secrets, made once and kept in .run/secrets (mode 600).
+make_secrets() {
+	mkdir -p "$SECRETS"
+	chmod 700 "$SECRETS"
+	if [[ ! -s $SECRETS/signing-key.pem ]]; then
+		(umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$SECRETS/signing-key.pem")
+		echo "up: generated a development signing key: .run/secrets/signing-key.pem"
+	fi
+	if [[ ! -s $SECRETS/api-keys ]]; then
+		(umask 077 && printf 'dev %s admin\n' "$(openssl rand -hex 24)" >"$SECRETS/api-keys")
+		echo "up: generated a development API key (id 'dev', admin): .run/secrets/api-keys"
+	fi
+	if [[ ! -s $SECRETS/turn-secret ]]; then
+		(umask 077 && openssl rand -hex 32 >"$SECRETS/turn-secret")
+	fi
+}
+
+redis_ping() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+# Redis for development: ours (pid file) or any that already answers on 6379.
+start_redis() {
+	local pid t0
+	pid="$(running_pid redis-server)"
+	if [[ -n $pid ]] || redis_ping; then
+		return 0
+	fi
+	command -v redis-server >/dev/null || die "redis-server not found (scripts/deps.sh --build-only installs it)"
+	port_open "$REDIS_PORT" && die "$HOST:$REDIS_PORT is in use by something that is not Redis"
+	mkdir -p "$RUN/redis"
+	echo "up: starting redis-server ($HOST:$REDIS_PORT, data in .run/redis)"
+	nohup redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$RUN/redis" --save '' \
+		--appendonly no >>"$LOGS/redis-server.log" 2>&1 </dev/null 9>&- &
+	echo $! >"$RUN/redis-server.pid"
+	t0=$SECONDS
+	until redis_ping; do
+		alive "$(<"$RUN/redis-server.pid")" || die "redis-server exited (log: .run/logs/redis-server.log)"
+		((SECONDS - t0 < START_WAIT)) || die "redis-server not answering after ${START_WAIT}s"
+		sleep 0.2
+	done
+}
+
+# Flags of each service beyond --listen/--admin.
+service_args() {
+	case "$1" in
+	rtc-auth)
+		printf '%s\n' --dev --redis "redis://$HOST:$REDIS_PORT" \
+			--signing-key "$SECRETS/signing-key.pem" --api-keys-file "$SECRETS/api-keys" \
+			--turn-secret-file "$SECRETS/turn-secret"
+		;;
+	*) printf '%s\n' --dev ;;
+	esac
+}
+
 cmd_start() {
-	local svc name port admin p pid need=() started=()
+	local svc name port admin p pid need=() started=() args=()
 	for svc in "${SERVICES[@]}"; do
 		read -r name port admin <<<"$svc"
 		pid="$(running_pid "$name")"
@@ -175,6 +233,8 @@ cmd_start() {
 	command -v curl >/dev/null || die "curl not found (scripts/deps.sh --build-only installs it)"
 
 	mkdir -p "$LOGS"
+	make_secrets
+	start_redis
 	for svc in "${need[@]}"; do
 		read -r name port admin <<<"$svc"
 		[[ -x $BIN/$name ]] || die "$BIN/$name not found"
@@ -187,8 +247,9 @@ cmd_start() {
 	for svc in "${need[@]}"; do
 		read -r name port admin <<<"$svc"
 		echo "up: starting $name (gRPC $HOST:$port, admin $HOST:$admin)"
+		mapfile -t args < <(service_args "$name")
 		# fd 9 holds up.sh's lock: the services must not inherit it.
-		nohup "$BIN/$name" --listen "$HOST:$port" --admin "$HOST:$admin" --dev \
+		nohup "$BIN/$name" --listen "$HOST:$port" --admin "$HOST:$admin" "${args[@]}" \
 			>>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
 		echo $! >"$RUN/$name.pid"
 		started+=("$name")
@@ -206,6 +267,8 @@ cmd_start() {
 	done
 	echo "up: rtc is up (development mode):"
 	endpoints
+	printf '  %-14s %s:%s\n' redis "$HOST" "$REDIS_PORT"
+	echo "  secrets: .run/secrets (API key for internal calls: .run/secrets/api-keys)"
 	echo "  stop with: scripts/up.sh stop"
 }
 
@@ -217,6 +280,10 @@ cmd_stop() {
 			any=1
 		fi
 	done
+	# Only a Redis this script started (pid file) is stopped.
+	if stop_one redis-server; then
+		any=1
+	fi
 	((any)) || echo "up: nothing running"
 }
 

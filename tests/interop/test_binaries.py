@@ -1,5 +1,10 @@
-"""rtc-auth and rtc-signaling answer health SERVING to grpcio and grpc-js,
-UNIMPLEMENTED for RPCs not written yet, and drain on SIGTERM (exit 0).
+"""rtc-auth and rtc-signaling answer health to grpcio and grpc-js,
+UNIMPLEMENTED for methods they do not have, and drain on SIGTERM (exit 0).
+
+rtc-auth runs with --dev (an ephemeral key) and a Redis address where
+nothing listens: the process is alive ("" SERVING) but its service is
+NOT_SERVING until Redis answers, and SIGTERM still exits cleanly while the
+Redis link keeps retrying.
 
 Usage: /usr/bin/python3 test_binaries.py <bin dir> <repo root>
 """
@@ -17,9 +22,9 @@ BIN, ROOT = sys.argv[1], sys.argv[2]
 IDENT = (lambda x: x)
 
 
-def start(name):
+def start(name, *extra):
     p = subprocess.Popen([os.path.join(BIN, name), "--listen", "127.0.0.1:0",
-                          "--admin", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+                          "--admin", "127.0.0.1:0", *extra], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = p.stderr.readline()
@@ -32,15 +37,23 @@ def start(name):
     raise AssertionError(f"{name} did not start")
 
 
+def closed_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Binaries(unittest.TestCase):
-    def check(self, name, service, unimplemented):
-        p, port = start(name)
+    def check(self, name, service, unimplemented, service_status=b"\x08\x01", extra=()):
+        p, port = start(name, *extra)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
                 check = ch.unary_unary("/grpc.health.v1.Health/Check", IDENT, IDENT)
-                for svc in ("", service):
-                    req = b"" if not svc else b"\n" + bytes([len(svc)]) + svc.encode()
-                    self.assertEqual(check(req, timeout=10), b"\x08\x01")  # SERVING
+                self.assertEqual(check(b"", timeout=10), b"\x08\x01")  # SERVING
+                req = b"\n" + bytes([len(service)]) + service.encode()
+                self.assertEqual(check(req, timeout=10), service_status)
                 with self.assertRaises(grpc.RpcError) as cm:
                     ch.unary_unary(unimplemented, IDENT, IDENT)(b"", timeout=10)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
@@ -55,7 +68,9 @@ class Binaries(unittest.TestCase):
             p.stderr.close()
 
     def test_auth(self):
-        self.check("rtc-auth", "rtc.auth.v1.Auth", "/rtc.auth.v1.Auth/IssueToken")
+        self.check("rtc-auth", "rtc.auth.v1.Auth", "/rtc.auth.v1.Auth/NoSuchMethod",
+                   service_status=b"\x08\x02",  # NOT_SERVING: no Redis
+                   extra=("--dev", "--redis", f"redis://127.0.0.1:{closed_port()}"))
 
     def test_signaling(self):
         self.check("rtc-signaling", "rtc.signaling.v1.Signaling",

@@ -28,6 +28,12 @@ const char *rtc_strerror(int err)
         return "too big";
     case RTC_EHELP:
         return "help requested";
+    case RTC_ETIMEDOUT:
+        return "timed out";
+    case RTC_EUNAVAIL:
+        return "unavailable";
+    case RTC_EDENIED:
+        return "denied";
     default:
         return "unknown error";
     }

@@ -17,7 +17,7 @@
 
 #include "rtc/buf.h"
 #include "rtc/error.h"
-#include "utf8.h"
+#include "rtc/utf8.h"
 
 static struct {
     char service[128];

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "rtc/error.h"
-#include "utf8.h"
+#include "rtc/utf8.h"
 
 static const double default_buckets[] = {.0005, .001, .0025, .005, .01, .025, .05,
                                          .1,    .25,  .5,    1,    2.5, 5,    10};

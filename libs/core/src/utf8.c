@@ -1,5 +1,5 @@
 /* utf8.c — strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF. */
-#include "utf8.h"
+#include "rtc/utf8.h"
 
 #include "rtc/error.h"
 

@@ -19,6 +19,11 @@ struct rtc_service {
     rtc_admin *admin;
     rtc_signals *signals;
     bool draining;
+    /* Readiness as the service last set it; applied when admin starts, so
+     * a setup() that finds its backend down starts not ready. */
+    bool ready;
+    char ready_reason[128];
+    bool cleaned; /* def->cleanup has run */
 };
 
 uv_loop_t *rtc_service_loop(rtc_service *s)
@@ -43,6 +48,8 @@ const rtc_service_config *rtc_service_config_get(const rtc_service *s)
 
 void rtc_service_set_ready(rtc_service *s, bool ready, const char *reason)
 {
+    s->ready = ready;
+    snprintf(s->ready_reason, sizeof(s->ready_reason), "%s", reason ? reason : "");
     if (s->admin && !s->draining)
         rtc_admin_set_ready(s->admin, ready, reason);
 }
@@ -61,6 +68,12 @@ static void drained(void *ud)
     if (s->signals) {
         rtc_signals_close(s->signals);
         s->signals = NULL;
+    }
+    /* The service's own handles (Redis links, timers) would keep the loop
+     * alive: release them now that no call can need them. */
+    if (s->def->cleanup && !s->cleaned) {
+        s->cleaned = true;
+        s->def->cleanup(s, s->def->ud);
     }
 }
 
@@ -89,7 +102,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 int rtc_service_main(const rtc_service_def *def, int argc, char **argv)
 {
-    rtc_service svc = {.def = def};
+    rtc_service svc = {.def = def, .ready = true};
     rtc_service *s = &svc;
     int status = 1;
     char listen_s[300], admin_s[300];
@@ -181,7 +194,7 @@ int rtc_service_main(const rtc_service_def *def, int argc, char **argv)
         rtc_info("listening", "grpc", listen_s, "grpc_port", gport, "admin", admin_s, "admin_port",
                  aport, "version", RTC_VERSION);
     }
-    rtc_admin_set_ready(s->admin, true, NULL);
+    rtc_admin_set_ready(s->admin, s->ready, s->ready ? NULL : s->ready_reason);
     uv_run(s->loop, UV_RUN_DEFAULT);
     status = 0;
 out:
@@ -193,7 +206,7 @@ out:
         rtc_grpc_server_free(s->grpc);
         s->grpc = NULL;
     }
-    if (def->cleanup)
+    if (def->cleanup && !s->cleaned)
         def->cleanup(s, def->ud);
     uv_walk(s->loop, close_walk, NULL);
     uv_run(s->loop, UV_RUN_DEFAULT);

@@ -14,10 +14,13 @@ enum {
     RTC_EPROTO = -5, /* peer violated the protocol */
     RTC_ENOTFOUND = -6,
     RTC_EEXIST = -7,
-    RTC_ECLOSED = -8,  /* object already closed / finished */
-    RTC_EAGAIN = -9,   /* try again later (backpressure, not connected yet) */
-    RTC_ETOOBIG = -10, /* exceeds a configured limit */
-    RTC_EHELP = -11,   /* config: --help was asked for (not an error for main) */
+    RTC_ECLOSED = -8,    /* object already closed / finished */
+    RTC_EAGAIN = -9,     /* try again later (backpressure, not connected yet) */
+    RTC_ETOOBIG = -10,   /* exceeds a configured limit */
+    RTC_EHELP = -11,     /* config: --help was asked for (not an error for main) */
+    RTC_ETIMEDOUT = -12, /* a deadline passed before the operation finished */
+    RTC_EUNAVAIL = -13,  /* a backend (Redis, upstream) is not reachable right now */
+    RTC_EDENIED = -14,   /* authentication or authorization refused */
 };
 
 /* Static string for an RTC_E* code; never NULL. */

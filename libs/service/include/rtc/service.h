@@ -42,7 +42,9 @@ typedef struct rtc_service_def {
     int (*setup)(rtc_service *svc, void *ud);
     /* Runs when draining starts (stop background work); may be NULL. */
     void (*drain)(rtc_service *svc, void *ud);
-    /* Runs after the loop has stopped, to free what setup made; may be NULL. */
+    /* Frees what setup made: once the drain has finished (so handles it
+     * holds close and the loop can end), or after a failed start-up. Runs
+     * at most once; may be NULL. */
     void (*cleanup)(rtc_service *svc, void *ud);
     void *ud;
 } rtc_service_def;
@@ -55,7 +57,8 @@ uv_loop_t *rtc_service_loop(rtc_service *s);
 rtc_grpc_server *rtc_service_grpc(rtc_service *s);
 rtc_metrics *rtc_service_metrics(rtc_service *s);
 const rtc_service_config *rtc_service_config_get(const rtc_service *s);
-/* Readiness on /readyz (health stays as the service sets it). */
+/* Readiness on /readyz (health stays as the service sets it). May be
+ * called from setup: the admin port starts with the last value set. */
 void rtc_service_set_ready(rtc_service *s, bool ready, const char *reason);
 
 #endif

@@ -1,10 +1,10 @@
-/* utf8.h — private: UTF-8 validation shared by the log and metrics writers.
+/* rtc/utf8.h — UTF-8 validation (log and metrics writers, input checks).
  *
  * Log lines and the Prometheus exposition must be valid UTF-8 whatever bytes
  * a caller hands in (peer-supplied names, paths); invalid sequences are
  * replaced, never passed through. */
-#ifndef RTC_CORE_UTF8_H
-#define RTC_CORE_UTF8_H
+#ifndef RTC_UTF8_H
+#define RTC_UTF8_H
 
 #include <stdbool.h>
 #include <stddef.h>
