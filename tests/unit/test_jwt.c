@@ -1000,6 +1000,28 @@ static void full_claims(rtc_jwt_claims *c)
     c->session_started_at_ms = NOW_MS - 123000; /* auth_time has whole seconds */
 }
 
+/* The claims writer escapes what JSON requires: quotes, backslashes,
+ * control characters; multi-byte UTF-8 passes through; bad UTF-8 is
+ * refused. */
+static void test_sign_escapes(void **state)
+{
+    fixture *f = *state;
+    rtc_jwt_claims in, out;
+    full_claims(&in);
+    strcpy(in.identity, "a\"b\\c\x01d\ne\x7f \xe2\x82\xac/");
+    strcpy(in.display_name, "\t\"\"\\");
+    char *tok = NULL;
+    assert_int_equal(rtc_jwt_sign(f->ks, &in, &tok), 0);
+    keep(tok);
+    assert_int_equal(verify(f, tok, &out), RTC_JWT_OK);
+    assert_string_equal(out.identity, in.identity);
+    assert_string_equal(out.display_name, in.display_name);
+    strcpy(in.identity, "bad \xc3\x28 utf-8");
+    tok = NULL;
+    assert_int_equal(rtc_jwt_sign(f->ks, &in, &tok), RTC_EINVAL);
+    assert_null(tok);
+}
+
 static void test_roundtrip_all_claims(void **state)
 {
     fixture *f = *state;
@@ -1773,6 +1795,7 @@ int main(void)
         T(test_reject_duplicate_json_keys),
         /* positive */
         T(test_roundtrip_all_claims),
+        T(test_sign_escapes),
         T(test_roundtrip_largest_claims),
         T(test_sign_rejects_bad_claims),
         T(test_several_keys_and_rotation),
