@@ -53,8 +53,10 @@ running_pid() {
 	pid="$(<"$RUN/$name.pid")"
 	[[ $pid =~ ^[0-9]+$ ]] || return 0
 	exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
-	# A rebuilt binary shows as "<path> (deleted)".
-	if [[ ${exe% (deleted)} == "$BIN/$name" || ($name == redis-server && ${exe% (deleted)} == */redis-server) ]]; then
+	# A rebuilt binary shows as "<path> (deleted)". Debian's redis-server is
+	# a link to redis-check-rdb: recognise it by its process name.
+	if [[ ${exe% (deleted)} == "$BIN/$name" ]] ||
+		[[ $name == redis-server && $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]]; then
 		echo "$pid"
 	fi
 }
@@ -302,6 +304,12 @@ cmd_status() {
 		printf '  %-14s running (pid %s), %s: gRPC %s:%s, admin http://%s:%s\n' \
 			"$name" "$pid" "$ready" "$HOST" "$port" "$HOST" "$admin"
 	done
+	if redis_ping; then
+		printf '  %-14s answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
+	else
+		printf '  %-14s not answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
+		rc=3
+	fi
 	return "$rc"
 }
 
