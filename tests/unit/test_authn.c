@@ -3,8 +3,8 @@
  * The verifier runs on a private uv loop. For the "keys from rtc-auth"
  * path an in-process rtc_grpc server answers GetSigningKeys from a keyset
  * the test controls, so key rotation and an unreachable auth service are
- * exercised over real HTTP/2 on loopback. Revocation against a real Redis
- * is covered by tests/interop/test_auth.py. */
+ * exercised over real HTTP/2 on loopback. Revocation runs against a real
+ * redis-server started by the fixture. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +24,8 @@
 #include "rtc/core.h"
 #include "rtc/error.h"
 #include "rtc/jwt.h"
+#include "rtc/redis.h"
+#include "support/redis_server.h"
 
 /* ---- API keys ------------------------------------------------------------- */
 
@@ -149,6 +151,7 @@ static void test_apikeys_check(void **state)
     assert_int_equal(
         rtc_apikeys_check(k, basic("viewer", "viewer-secret-12345"), RTC_APIKEY_VERIFY, NULL),
         RTC_AUTHN_OK);
+    rtc_apikeys_free(k);
 }
 
 static void test_apikeys_check_missing(void **state)
@@ -256,6 +259,9 @@ static void test_bearer(void **state)
 
 struct vfix {
     uv_loop_t loop;
+    pid_t redis_pid;
+    uint16_t redis_port;
+    rtc_redis *redis;
     rtc_jwt_keyset *signer; /* what the test signs with */
     rtc_jwt_keyset *served; /* what the in-process auth serves */
     rtc_grpc_server *server;
@@ -423,6 +429,9 @@ static int vteardown(void **state)
 {
     struct vfix *f = *state;
     rtc_verifier_free(f->v);
+    if (f->redis)
+        rtc_redis_close(f->redis);
+    rtc_test_redis_kill(f->redis_pid);
     if (f->channel)
         rtc_grpc_channel_close(f->channel);
     if (f->server) {
@@ -574,6 +583,142 @@ static void test_verifier_free_pending(void **state)
     free(tok);
 }
 
+/* ---- revocation against a real Redis ---------------------------------------- */
+
+static void on_redis_state(void *ud, bool up, const char *reason)
+{
+    (void)reason;
+    *(bool *)ud = up;
+}
+
+/* Local keys, a real Redis, revocation rechecked on every call (0 ms). */
+static int vsetup_redis(void **state)
+{
+    struct vfix *f = calloc(1, sizeof(*f));
+    if (!f || uv_loop_init(&f->loop) != 0)
+        return -1;
+    if (rtc_jwt_keyset_new(&f->signer) < 0 || rtc_jwt_keyset_generate(f->signer, 0, NULL) < 0)
+        return -1;
+    f->redis_port = rtc_test_free_port();
+    f->redis_pid = rtc_test_redis_start(f->redis_port, NULL, 20000);
+    if (f->redis_pid <= 0)
+        return -1;
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%u", f->redis_port);
+    rtc_redis_options ro;
+    rtc_redis_options_init(&ro);
+    ro.url = url;
+    ro.backoff_initial_ms = 20;
+    ro.backoff_max_ms = 100;
+    if (rtc_redis_new(&f->loop, &ro, NULL, &f->redis) < 0)
+        return -1;
+    bool up = false;
+    rtc_redis_on_state(f->redis, on_redis_state, &up);
+    *state = f; /* teardown cleans up if the wait below fails */
+    run_until(&f->loop, &up);
+    rtc_redis_on_state(f->redis, NULL, NULL);
+    rtc_verifier_options o;
+    rtc_verifier_options_init(&o);
+    o.keys = f->signer;
+    o.redis = f->redis;
+    o.revocation_check_ms = 0;
+    return rtc_verifier_new(&f->loop, &o, NULL, &f->v) < 0 ? -1 : 0;
+}
+
+static long long redis_int(struct vfix *f, const char *cmd, const char *arg)
+{
+    redisContext *c = rtc_test_redis_connect(f->redis_port, NULL);
+    assert_non_null(c);
+    redisReply *rep = arg ? redisCommand(c, "%s %s", cmd, arg) : redisCommand(c, cmd);
+    assert_non_null(rep);
+    long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS) {
+        /* INFO commandstats: calls of EXISTS. */
+        const char *p = strstr(rep->str, "cmdstat_exists:calls=");
+        v = p ? atoll(p + strlen("cmdstat_exists:calls=")) : 0;
+    }
+    freeReplyObject(rep);
+    redisFree(c);
+    return v;
+}
+
+static void test_verifier_revoked(void **state)
+{
+    struct vfix *f = *state;
+    char *tok = sign(f->signer, "jti-r1", 60000);
+    assert_int_equal(verify(f, tok).reason, RTC_JWT_OK);
+    redis_int(f, "SET rtc:auth:revoked:jti-r1 1", NULL); /* as RevokeToken does */
+    struct outcome o = verify(f, tok);
+    assert_int_equal(o.err, 0);
+    assert_int_equal(o.reason, RTC_JWT_REVOKED);
+    /* Dropped from the cache: the synchronous path does not answer. */
+    rtc_jwt_claims c;
+    assert_false(rtc_verifier_verify_cached(f->v, tok, strlen(tok), &c));
+    free(tok);
+}
+
+/* Calls that present the same token while its check is in flight share
+ * one EXISTS, and all get its answer. */
+static void test_verifier_coalesces_checks(void **state)
+{
+    struct vfix *f = *state;
+    char *tok = sign(f->signer, "jti-r2", 60000);
+    assert_int_equal(verify(f, tok).reason, RTC_JWT_OK);
+    long long before = redis_int(f, "INFO commandstats", NULL);
+    enum { N = 20 };
+    struct outcome o[N];
+    memset(o, 0, sizeof(o));
+    for (int i = 0; i < N; i++)
+        assert_int_equal(rtc_verifier_verify(f->v, tok, strlen(tok), on_done, &o[i], NULL), 0);
+    for (int i = 0; i < N; i++) {
+        run_until(&f->loop, &o[i].done);
+        assert_int_equal(o[i].err, 0);
+        assert_int_equal(o[i].reason, RTC_JWT_OK);
+        assert_string_equal(o[i].claims.token_id, "jti-r2");
+    }
+    assert_int_equal(redis_int(f, "INFO commandstats", NULL) - before, 1);
+    free(tok);
+}
+
+/* Cancelling the call whose check the others wait on: they still get an
+ * answer (one of them sends the check again). */
+static void test_verifier_cancel_leader(void **state)
+{
+    struct vfix *f = *state;
+    char *tok = sign(f->signer, "jti-r3", 60000);
+    assert_int_equal(verify(f, tok).reason, RTC_JWT_OK);
+    struct outcome lead = {0}, o[3];
+    memset(o, 0, sizeof(o));
+    rtc_verifier_req *leader = NULL, *follower = NULL;
+    assert_int_equal(rtc_verifier_verify(f->v, tok, strlen(tok), on_done, &lead, &leader), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            rtc_verifier_verify(f->v, tok, strlen(tok), on_done, &o[i], i == 1 ? &follower : NULL),
+            0);
+    rtc_verifier_req_cancel(leader);
+    rtc_verifier_req_cancel(follower); /* a follower can go too */
+    run_until(&f->loop, &o[0].done);
+    run_until(&f->loop, &o[2].done);
+    assert_int_equal(o[0].reason, RTC_JWT_OK);
+    assert_int_equal(o[2].reason, RTC_JWT_OK);
+    assert_false(lead.done);
+    assert_false(o[1].done);
+    free(tok);
+}
+
+/* Redis gone: a check that is due fails closed with RTC_EUNAVAIL. */
+static void test_verifier_redis_down(void **state)
+{
+    struct vfix *f = *state;
+    char *tok = sign(f->signer, "jti-r4", 60000);
+    assert_int_equal(verify(f, tok).reason, RTC_JWT_OK);
+    rtc_test_redis_kill(f->redis_pid);
+    f->redis_pid = 0;
+    struct outcome o = verify(f, tok);
+    assert_int_equal(o.err, RTC_EUNAVAIL);
+    free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -594,6 +739,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verifier_remote_rotation, vsetup_remote, vteardown),
         cmocka_unit_test_setup_teardown(test_verifier_auth_down, vsetup_remote, vteardown),
         cmocka_unit_test_setup_teardown(test_verifier_free_pending, vsetup_remote, vteardown),
+        cmocka_unit_test_setup_teardown(test_verifier_revoked, vsetup_redis, vteardown),
+        cmocka_unit_test_setup_teardown(test_verifier_coalesces_checks, vsetup_redis, vteardown),
+        cmocka_unit_test_setup_teardown(test_verifier_cancel_leader, vsetup_redis, vteardown),
+        cmocka_unit_test_setup_teardown(test_verifier_redis_down, vsetup_redis, vteardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,10 +34,10 @@
 #include "rtc/log.h"
 #include "rtc/metrics.h"
 #include "rtc/redis.h"
+#include "support/redis_server.h"
 
-#define REDIS_SERVER "/usr/bin/redis-server"
-#define WAIT_MS      20000 /* deadline for anything that should happen "soon" */
-#define ADMIN_PASS   "adm1n-pw"
+#define WAIT_MS    20000 /* deadline for anything that should happen "soon" */
+#define ADMIN_PASS "adm1n-pw"
 
 /* > 0 while the test is inside rtc_redis_command*: no callback may run then. */
 static int g_in_call;
@@ -70,118 +70,32 @@ struct fixture {
 
 static uint16_t free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void pause_briefly(void)
-{
-    struct timespec ts = {0, 10 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    uint16_t port = rtc_test_free_port();
+    assert_true(port != 0);
+    return port;
 }
 
 /* A blocking admin connection (hiredis sync API), authenticated. NULL if
  * the server does not answer yet. */
 static redisContext *admin_connect(struct fixture *f)
 {
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->port, tv);
-    if (!c || c->err) {
-        if (c)
-            redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, (struct timeval){5, 0});
-    if (f->admin_pass) {
-        redisReply *rep = redisCommand(c, "AUTH %s", f->admin_pass);
-        bool ok = rep && rep->type == REDIS_REPLY_STATUS;
-        if (rep)
-            freeReplyObject(rep);
-        if (!ok) {
-            redisFree(c);
-            return NULL;
-        }
-    }
-    return c;
+    return rtc_test_redis_connect(f->port, f->admin_pass);
 }
 
 /* Start redis-server on f->port (picking one if 0) and wait until it
- * answers PING. extra: more "--option value" arguments, NULL-terminated. */
+ * answers PING. */
 static void redis_start(struct fixture *f, const char *requirepass)
 {
     if (!f->port)
         f->port = free_port();
     f->admin_pass = requirepass;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)f->port);
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = REDIS_SERVER;
-    argv[n++] = "--bind";
-    argv[n++] = "127.0.0.1";
-    argv[n++] = "--port";
-    argv[n++] = port;
-    argv[n++] = "--save";
-    argv[n++] = "";
-    argv[n++] = "--appendonly";
-    argv[n++] = "no";
-    argv[n++] = "--daemonize";
-    argv[n++] = "no";
-    argv[n++] = "--loglevel";
-    argv[n++] = "warning";
-    if (requirepass) {
-        argv[n++] = "--requirepass";
-        argv[n++] = requirepass;
-    }
-    argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* Never outlive the test, even if it crashes. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        execv(REDIS_SERVER, (char *const *)argv);
-        _exit(127);
-    }
-    f->pid = pid;
-    uint64_t deadline = rtc_now_ms() + WAIT_MS;
-    for (;;) {
-        int status;
-        assert_int_equal(waitpid(pid, &status, WNOHANG), 0); /* it must not have exited */
-        redisContext *c = admin_connect(f);
-        if (c) {
-            redisReply *rep = redisCommand(c, "PING");
-            bool ok = rep && rep->type == REDIS_REPLY_STATUS;
-            if (rep)
-                freeReplyObject(rep);
-            redisFree(c);
-            if (ok)
-                return;
-        }
-        assert_true(rtc_now_ms() < deadline);
-        pause_briefly(); /* polling interval, not a wait for something to happen */
-    }
+    f->pid = rtc_test_redis_start(f->port, requirepass, WAIT_MS);
+    assert_true(f->pid > 0);
 }
 
 static void redis_kill(struct fixture *f)
 {
-    if (f->pid <= 0)
-        return;
-    kill(f->pid, SIGCONT);
-    kill(f->pid, SIGKILL);
-    while (waitpid(f->pid, NULL, 0) < 0 && errno == EINTR)
-        ;
+    rtc_test_redis_kill(f->pid);
     f->pid = 0;
 }
 

@@ -18,7 +18,13 @@
 #define KEYS_TIMEOUT_MS         3000
 #define KEYS_DEFAULT_MAX_AGE_MS (5 * 60 * 1000)
 
-typedef enum { ST_NEW, ST_WAIT_KEYS, ST_WAIT_REDIS, ST_DONE } req_state;
+/* ST_FOLLOW: waiting on another request's revocation check of the same
+ * token (one EXISTS for every call that presents it meanwhile). */
+typedef enum { ST_NEW, ST_WAIT_KEYS, ST_WAIT_REDIS, ST_FOLLOW, ST_DONE } req_state;
+
+typedef struct req_list {
+    struct rtc_verifier_req *head, *tail;
+} req_list;
 
 struct rtc_verifier_req {
     rtc_verifier *v;
@@ -30,16 +36,14 @@ struct rtc_verifier_req {
     rtc_verifier_done_fn fn;
     void *ud;
     rtc_redis_req *redis_req;
+    rtc_verifier_req *leader; /* ST_FOLLOW: whose check this waits on */
+    req_list followers;       /* ST_WAIT_REDIS: who waits on this check */
     /* Outcome. */
     int err;
     rtc_jwt_error reason;
     rtc_jwt_claims claims;
     char detail[160];
 };
-
-typedef struct req_list {
-    rtc_verifier_req *head, *tail;
-} req_list;
 
 struct rtc_verifier {
     uv_loop_t *loop;
@@ -178,6 +182,8 @@ static void finish_all(rtc_verifier *v, req_list *l, int err)
     while (l->head) {
         rtc_verifier_req *r = l->head;
         list_remove(l, r);
+        if (r->followers.head)
+            finish_all(v, &r->followers, err);
         if (r->redis_req)
             rtc_redis_req_abandon(r->redis_req);
         if (l != &v->done) {
@@ -252,22 +258,40 @@ static void on_exists(void *ud, int err, const redisReply *reply)
     rtc_verifier_req *r = ud;
     rtc_verifier *v = r->v;
     r->redis_req = NULL;
+    int e = 0;
+    rtc_jwt_error reason = RTC_JWT_OK;
+    const char *detail = NULL;
     if (err) {
-        complete(v, r, RTC_EUNAVAIL, RTC_JWT_OK, "revocation store unavailable");
-        return;
-    }
-    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
-        complete(v, r, RTC_EUNAVAIL, RTC_JWT_OK, "revocation store error");
-        return;
-    }
-    if (reply->integer != 0) {
+        e = RTC_EUNAVAIL;
+        detail = "revocation store unavailable";
+    } else if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+        e = RTC_EUNAVAIL;
+        detail = "revocation store error";
+    } else if (reply->integer != 0) {
         rtc_jwt_cache_forget_jti(v->cache, r->claims.token_id);
-        complete(v, r, 0, RTC_JWT_REVOKED, "token revoked");
-        return;
+        reason = RTC_JWT_REVOKED;
+        detail = "token revoked";
+    } else {
+        rtc_jwt_cache_put(v->cache, r->token, r->len, &r->claims, rtc_wall_ms());
     }
-    int64_t now = rtc_wall_ms();
-    rtc_jwt_cache_put(v->cache, r->token, r->len, &r->claims, now);
-    complete(v, r, 0, RTC_JWT_OK, NULL);
+    req_list f = r->followers;
+    r->followers.head = r->followers.tail = NULL;
+    complete(v, r, e, reason, detail);
+    while (f.head) {
+        rtc_verifier_req *x = f.head;
+        list_remove(&f, x);
+        x->leader = NULL;
+        complete(v, x, e, reason, detail);
+    }
+}
+
+/* A check of the same token already on its way to Redis, or NULL. */
+static rtc_verifier_req *inflight_check(rtc_verifier *v, const rtc_verifier_req *r)
+{
+    for (rtc_verifier_req *x = v->wait_redis.head; x; x = x->next)
+        if (x->len == r->len && memcmp(x->token, r->token, r->len) == 0)
+            return x;
+    return NULL;
 }
 
 static void check_revocation(rtc_verifier *v, rtc_verifier_req *r)
@@ -285,6 +309,13 @@ static void check_revocation(rtc_verifier *v, rtc_verifier_req *r)
     req_list *l = list_of(v, r);
     if (l)
         list_remove(l, r);
+    rtc_verifier_req *leader = inflight_check(v, r);
+    if (leader) {
+        r->state = ST_FOLLOW;
+        r->leader = leader;
+        list_push(&leader->followers, r);
+        return;
+    }
     r->state = ST_WAIT_REDIS;
     list_push(&v->wait_redis, r);
     int rc = rtc_redis_command(v->o.redis, on_exists, r, v->o.redis_timeout_ms, &r->redis_req,
@@ -489,12 +520,26 @@ void rtc_verifier_req_cancel(rtc_verifier_req *r)
     if (!r)
         return;
     rtc_verifier *v = r->v;
+    if (r->state == ST_FOLLOW) {
+        list_remove(&r->leader->followers, r);
+        req_free(r);
+        return;
+    }
     req_list *l = list_of(v, r);
     if (l)
         list_remove(l, r);
     if (r->redis_req)
         rtc_redis_req_abandon(r->redis_req);
+    /* Those waiting on this check send their own (the first leads). */
+    req_list f = r->followers;
     req_free(r);
+    while (f.head) {
+        rtc_verifier_req *x = f.head;
+        list_remove(&f, x);
+        x->leader = NULL;
+        x->state = ST_NEW;
+        check_revocation(v, x);
+    }
 }
 
 void rtc_verifier_forget(rtc_verifier *v, const char *jti)

@@ -1,0 +1,33 @@
+/* redis_server.h — test support: a real redis-server child on loopback.
+ *
+ * Used by the unit tests that need Redis (test_redis, test_authn). The
+ * server is started with persistence off on a free 127.0.0.1 port, dies
+ * with the test process (PR_SET_PDEATHSIG), and is waited for by polling
+ * PING with a generous deadline. */
+#ifndef RTC_TEST_REDIS_SERVER_H
+#define RTC_TEST_REDIS_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <hiredis/hiredis.h>
+
+#define RTC_TEST_REDIS_SERVER "/usr/bin/redis-server"
+
+/* A loopback TCP port that was free a moment ago. */
+uint16_t rtc_test_free_port(void);
+
+/* Start redis-server on port (requirepass may be NULL) and wait until it
+ * answers PING, up to wait_ms. Returns its pid, or -1 (child exited or no
+ * answer in time; the child is then killed). */
+pid_t rtc_test_redis_start(uint16_t port, const char *requirepass, uint64_t wait_ms);
+
+/* A blocking connection (hiredis sync API), authenticated when password is
+ * set; NULL when the server does not answer. */
+redisContext *rtc_test_redis_connect(uint16_t port, const char *password);
+
+/* SIGCONT (in case it was stopped) then SIGKILL, and reap. */
+void rtc_test_redis_kill(pid_t pid);
+
+#endif
