@@ -1171,7 +1171,7 @@ class DevModeTest(AuthCase):
 
 
 class StartupTest(unittest.TestCase):
-    """Configurations rtc-auth must refuse (exit non-zero, say why)."""
+    """Configurations rtc-auth must refuse (exit 2 like a bad flag, say why)."""
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="rtc-auth-start-")
@@ -1182,7 +1182,7 @@ class StartupTest(unittest.TestCase):
     def refused(self, args, mention):
         rc, text = H.run_expect_exit(auth_exe(), ["--redis", self.redis_url] + args,
                                      os.path.join(self.tmp, "log-%d" % time.monotonic_ns()))
-        self.assertNotEqual(rc, 0, text)
+        self.assertEqual(rc, 2, text)
         self.assertNotIn('"msg":"listening"', text)
         self.assertIn(mention, text.lower(), text)
 

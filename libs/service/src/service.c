@@ -171,8 +171,12 @@ int rtc_service_main(const rtc_service_def *def, int argc, char **argv)
         rtc_error("cannot create gRPC server");
         goto out;
     }
-    if (def->setup && def->setup(s, def->ud) < 0) {
-        rtc_error("service setup failed");
+    if (def->setup && (rc = def->setup(s, def->ud)) < 0) {
+        rtc_error("service setup failed", "error", rtc_strerror(rc));
+        /* Bad configuration (a missing key, an unreadable or malformed
+         * file) is the operator's to fix: exit 2, as for bad flags. */
+        if (rc == RTC_EINVAL || rc == RTC_EIO || rc == RTC_ETOOBIG)
+            status = 2;
         goto out;
     }
     if (rtc_grpc_server_listen(s->grpc, s->cfg.listen.host, s->cfg.listen.port) < 0) {

@@ -38,7 +38,9 @@ typedef struct rtc_service_def {
     const rtc_option *options;  /* service-specific options (may be NULL) */
     size_t noptions;
     /* Register gRPC services and handlers. Runs after config and before the
-     * listeners open; a negative return aborts start-up (exit 1). */
+     * listeners open; a negative return aborts start-up: exit 2 for
+     * RTC_EINVAL / RTC_EIO / RTC_ETOOBIG (bad configuration: log why
+     * first), exit 1 otherwise. */
     int (*setup)(rtc_service *svc, void *ud);
     /* Runs when draining starts (stop background work); may be NULL. */
     void (*drain)(rtc_service *svc, void *ud);
@@ -50,7 +52,8 @@ typedef struct rtc_service_def {
 } rtc_service_def;
 
 /* Run the process. Returns the exit status: 0 after a clean drain, 2 for
- * bad configuration (one line on stderr), 1 when start-up fails. */
+ * bad configuration (one line on stderr, or setup's logged reason), 1 when
+ * start-up fails otherwise. */
 int rtc_service_main(const rtc_service_def *def, int argc, char **argv);
 
 uv_loop_t *rtc_service_loop(rtc_service *s);
