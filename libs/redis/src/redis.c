@@ -1,11 +1,15 @@
 /* redis.c — one Redis connection on the libuv loop, kept up in the background.
  *
  * An rtc_redis owns at most one connection (conn) at a time. An attempt
- * goes: resolve the address (today from the URL; later from Sentinel) →
+ * goes: resolve the address (from the URL, or ask Sentinel) →
  * redisAsyncConnect → AUTH / SELECT / CLIENT SETNAME / PING pipelined at
  * once → the PING answer makes the link "up". One timer in the rtc_redis
  * serves as the connect deadline during an attempt and as the backoff wait
  * between attempts; a second one drives the liveness PING while up.
+ * With Sentinel, short-lived conns ask for the master before each attempt
+ * and one more stays subscribed to +switch-master (see "Sentinel"); in
+ * subscriber mode (rtc_redis_sub) the link is a pub/sub one (see
+ * "subscriber"). All conns share the adapter and lifetime rules below.
  *
  * hiredis and the loop. hiredis 0.14's own libuv adapter ignores poll
  * errors (a refused connect would then never be reported) and frees its
@@ -50,6 +54,8 @@
 #define REDIS_MAX_TIMEOUTS  3  /* consecutive timeouts, no reply between: the link is hung */
 #define REDIS_MAX_NAME      64 /* CLIENT SETNAME */
 #define REDIS_MAX_ADDRS     8
+#define REDIS_MAX_SENTINELS 16
+#define REDIS_SWITCH_MASTER "+switch-master"
 
 typedef struct conn conn;
 
@@ -73,10 +79,16 @@ struct rtc_redis_req {
     bool freeing;
 };
 
-enum { HS_AUTH, HS_SELECT, HS_SETNAME, HS_PING };
+enum { HS_AUTH, HS_SELECT, HS_SETNAME, HS_ROLE, HS_PING };
+
+/* What a conn is for: the link itself, a one-shot Sentinel question, or
+ * the Sentinel subscription that reports failovers. All share the adapter
+ * and the teardown rules; conn_drop dispatches on the kind. */
+enum { CONN_MAIN, CONN_SQUERY, CONN_SWATCH };
 
 struct conn {
     rtc_redis *r;
+    int kind;
     redisAsyncContext *ac; /* NULL once hiredis frees it (or we did) */
     uv_poll_t poll;
     int events; /* UV_READABLE | UV_WRITABLE as hiredis asked */
@@ -85,20 +97,36 @@ struct conn {
     bool free_ac;   /* dropped inside hiredis: free on the way out */
     bool dead;      /* dropped: detached from r, late callbacks ignored */
     bool up;        /* handshake done */
-    unsigned char hs[4];
+    unsigned char hs[5];
     int hs_n, hs_next;
     req_list reqs;       /* user requests waiting for a reply on this conn */
     uint64_t last_reply; /* uv_now() of the last reply of any kind */
     uint64_t ping_sent;
     bool ping_out;
     unsigned timeouts; /* consecutive command timeouts with no reply since */
+    bool subscribed;   /* subscriber: SUBSCRIBE sent, only pub/sub commands from now on */
+    bool broken;       /* subscriber: a SUBSCRIBE could not be queued; dropped by the ping timer */
+    char ip[64];       /* where it connects to */
+    uint16_t port;
 };
 
 typedef struct resolve_req {
     uv_getaddrinfo_t req;
     rtc_redis *r;
     unsigned attempt;
+    int kind; /* CONN_MAIN or CONN_SQUERY: who waits for the address */
+    uint16_t port;
 } resolve_req;
+
+typedef struct sentinel_addr {
+    char host[256];
+    uint16_t port;
+} sentinel_addr;
+
+typedef struct sub_channel {
+    char *name;
+    size_t len;
+} sub_channel;
 
 enum { REPORTED_NONE, REPORTED_UP, REPORTED_DOWN };
 enum { TIMER_BACKOFF, TIMER_CONNECT };
@@ -131,7 +159,37 @@ struct rtc_redis {
     rtc_redis_state_fn state_fn;
     void *state_ud;
     rtc_metric *m_result[RES_COUNT];
-    rtc_metric *m_latency, *m_up, *m_reconnects;
+    rtc_metric *m_latency, *m_up, *m_reconnects, *m_failovers;
+
+    /* Sentinel (n_sentinels > 0): where the master is comes from them. */
+    sentinel_addr sentinels[REDIS_MAX_SENTINELS];
+    size_t n_sentinels;
+    char *master_name;
+    char *sentinel_password; /* never logged */
+    size_t sq_good;          /* the sentinel that answered last: asked first */
+    size_t sq_cur, sq_tried; /* the one being asked, how many this round */
+    conn *squery;            /* the question in flight */
+    resolve_req *sresolving; /* a sentinel's host name being resolved */
+    uv_timer_t sq_timer;     /* deadline of one sentinel question */
+    char sq_err[200];        /* why the last sentinel failed */
+    conn *swatch;            /* subscribed to +switch-master */
+    char swatch_ip[64];      /* the sentinel it talks to */
+    uint16_t swatch_port;
+    uv_timer_t swatch_timer; /* reopen the watch after it was lost */
+    char master_host[256];   /* the last answer; "" before the first */
+    uint16_t master_port;
+
+    /* Subscriber mode (rtc_redis_sub): pub/sub only, no commands. */
+    rtc_redis_sub *sub;
+    sub_channel *channels;
+    size_t n_channels, cap_channels;
+    char hb_channel[48]; /* private channel re-SUBSCRIBEd as the liveness ping */
+    rtc_redis_sub_message_fn msg_fn;
+    void *msg_ud;
+};
+
+struct rtc_redis_sub {
+    rtc_redis *r;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -188,6 +246,15 @@ static void r_unref(rtc_redis *r)
     if (--r->refs > 0)
         return;
     free(r->client_name);
+    free(r->master_name);
+    if (r->sentinel_password) {
+        memset(r->sentinel_password, 0, strlen(r->sentinel_password));
+        free(r->sentinel_password);
+    }
+    for (size_t i = 0; i < r->n_channels; i++)
+        free(r->channels[i].name);
+    free(r->channels);
+    free(r->sub);
     memset(&r->url, 0, sizeof(r->url)); /* the password */
     free(r);
 }
@@ -208,6 +275,10 @@ static const char *ac_error(const redisAsyncContext *ac, const char *prefix, cha
 }
 
 static void conn_drop(conn *c, const char *why, int err);
+static void master_demoted(conn *c, const char *err);
+static void sentinel_conn_lost(conn *c, const char *why);
+static void sub_resubscribe(conn *c);
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
 
 /* ---- requests ---------------------------------------------------------- */
 
@@ -295,9 +366,15 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
         c->last_reply = uv_now(c->r->loop);
         c->timeouts = 0;
     }
-    if (!q->done && reply) {
-        req_complete(q, 0, reply);
-    } else if (!q->done && !c->dead) {
+    const redisReply *rep = reply;
+    if (!q->done && rep)
+        req_complete(q, 0, rep);
+    if (rep && rep->type == REDIS_REPLY_ERROR && rep->str &&
+        strncmp(rep->str, "READONLY", 8) == 0 && !c->dead) {
+        /* A master turned replica under us (failover): the caller got its
+         * error reply and may retry; the link goes and we ask again. */
+        master_demoted(c, rep->str);
+    } else if (!rep && !q->done && !c->dead) {
         /* hiredis is tearing the context down: the link is gone, and
          * conn_drop fails this request with the others. */
         char why[200];
@@ -450,7 +527,7 @@ static void link_up(conn *c)
     rtc_info(recovered ? "redis connection recovered" : "redis connected", "client", r->label,
              "addr", r->addr);
     if (r->state_fn)
-        r->state_fn(r->state_ud, true, "connected");
+        r->state_fn(r->state_ud, true, r->sub ? "subscribed" : "connected");
 }
 
 /* The connection is over: detach it, report, fail whoever waits on it
@@ -463,17 +540,21 @@ static void conn_drop(conn *c, const char *why, int err)
     char reason[256];
     snprintf(reason, sizeof(reason), "%s", why); /* why may live in the context */
     c->dead = true;
-    bool was_up = c->up;
-    if (r->conn == c)
-        r->conn = NULL;
-    if (was_up) {
-        r->up = false;
-        uv_timer_stop(&r->ping);
+    if (c->kind != CONN_MAIN) {
+        sentinel_conn_lost(c, reason);
+    } else {
+        bool was_up = c->up;
+        if (r->conn == c)
+            r->conn = NULL;
+        if (was_up) {
+            r->up = false;
+            uv_timer_stop(&r->ping);
+        }
+        link_down(r, reason, was_up);
+        rtc_redis_req *q;
+        while ((q = c->reqs.head) != NULL)
+            req_complete(q, r->closed ? RTC_ECLOSED : err, NULL);
     }
-    link_down(r, reason, was_up);
-    rtc_redis_req *q;
-    while ((q = c->reqs.head) != NULL)
-        req_complete(q, r->closed ? RTC_ECLOSED : err, NULL);
     if (!c->ac)
         return;
     if (c->in_hiredis) {
@@ -506,7 +587,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 static void on_handshake(redisAsyncContext *ac, void *reply, void *priv)
 {
-    static const char *const step_names[] = {"AUTH", "SELECT", "CLIENT SETNAME", "PING"};
+    static const char *const step_names[] = {"AUTH", "SELECT", "CLIENT SETNAME", "ROLE", "PING"};
     conn *c = priv;
     redisReply *rep = reply;
     if (c->dead)
@@ -530,8 +611,26 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *priv)
         conn_drop(c, why, RTC_EUNAVAIL);
         return;
     }
-    if (step == HS_PING)
-        link_up(c);
+    if (step == HS_ROLE) {
+        /* Sentinel may lag behind a failover, or we may have raced one:
+         * only a master will do; anything else is a failed attempt. */
+        const char *role = rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+                                   rep->element[0]->type == REDIS_REPLY_STRING
+                               ? rep->element[0]->str
+                               : "?";
+        if (strcmp(role, "master") != 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "ROLE says %.40s, not master", role);
+            conn_drop(c, why, RTC_EUNAVAIL);
+        }
+        return;
+    }
+    if (step == HS_PING) {
+        if (c->r->sub)
+            sub_resubscribe(c); /* up once the subscriptions are confirmed */
+        else
+            link_up(c);
+    }
 }
 
 static void on_ping(redisAsyncContext *ac, void *reply, void *priv)
@@ -565,6 +664,10 @@ static void ping_cb(uv_timer_t *t)
     if (!c || !c->up || c->dead || !c->ac)
         return;
     uint64_t now = uv_now(r->loop);
+    if (c->broken) {
+        conn_drop(c, "cannot subscribe", RTC_EUNAVAIL);
+        return;
+    }
     if (c->ping_out) {
         if (now - c->ping_sent >= r->opts.command_timeout_ms)
             conn_drop(c, "ping timed out", RTC_EUNAVAIL);
@@ -572,7 +675,12 @@ static void ping_cb(uv_timer_t *t)
     }
     if (now - c->last_reply < r->opts.ping_interval_ms)
         return;
-    if (redisAsyncCommand(c->ac, on_ping, c, "PING") != REDIS_OK) {
+    /* A subscribed hiredis 0.14 context must not send PING (its answer
+     * would be matched against the wrong callback): a subscriber pings by
+     * subscribing again to its private channel, which Redis confirms. */
+    int rc = r->sub ? redisAsyncCommand(c->ac, on_sub_reply, c, "SUBSCRIBE %s", r->hb_channel)
+                    : redisAsyncCommand(c->ac, on_ping, c, "PING");
+    if (rc != REDIS_OK) {
         conn_drop(c, "cannot send ping", RTC_EUNAVAIL);
         return;
     }
@@ -613,43 +721,49 @@ static int queue_handshake(conn *c, redisAsyncContext *ac)
             return RTC_ENOMEM;
         c->hs[c->hs_n++] = HS_SETNAME;
     }
+    if (r->n_sentinels) {
+        if (redisAsyncCommand(ac, on_handshake, c, "ROLE") != REDIS_OK)
+            return RTC_ENOMEM;
+        c->hs[c->hs_n++] = HS_ROLE;
+    }
     if (redisAsyncCommand(ac, on_handshake, c, "PING") != REDIS_OK)
         return RTC_ENOMEM;
     c->hs[c->hs_n++] = HS_PING;
     return 0;
 }
 
-/* TCP connect to a numeric address; the rest of the attempt runs from
- * hiredis's callbacks, bounded by the connect deadline. */
-static void conn_start(rtc_redis *r, const char *ip, uint16_t port)
+/* TCP connect to a numeric address and hook the context to the loop.
+ * NULL with why filled when it failed at once (a refused loopback connect
+ * fails right inside connect(2)). */
+static conn *conn_open(rtc_redis *r, int kind, const char *ip, uint16_t port, char *why,
+                       size_t whylen)
 {
-    char why[200];
     conn *c = calloc(1, sizeof(*c));
     redisAsyncContext *ac = c ? redisAsyncConnect(ip, port) : NULL;
     if (!ac) {
         free(c);
-        attempt_failed(r, "out of memory");
-        return;
+        snprintf(why, whylen, "out of memory");
+        return NULL;
     }
     if (ac->err) {
-        /* A refused loopback connect fails right inside connect(2). */
-        ac_error(ac, "connect failed", why, sizeof(why));
+        ac_error(ac, "connect failed", why, whylen);
         redisAsyncFree(ac);
         free(c);
-        attempt_failed(r, why);
-        return;
+        return NULL;
     }
     if (uv_poll_init(r->loop, &c->poll, ac->c.fd) != 0) {
         redisAsyncFree(ac);
         free(c);
-        attempt_failed(r, "cannot watch the socket");
-        return;
+        snprintf(why, whylen, "cannot watch the socket");
+        return NULL;
     }
     c->r = r;
+    c->kind = kind;
     c->ac = ac;
     c->poll.data = c;
+    snprintf(c->ip, sizeof(c->ip), "%s", ip);
+    c->port = port;
     r->refs++;
-    r->conn = c;
     ac->data = c;
     ac->ev.data = c;
     ac->ev.addRead = ev_add_read;
@@ -659,46 +773,72 @@ static void conn_start(rtc_redis *r, const char *ip, uint16_t port)
     ac->ev.cleanup = ev_cleanup;
     redisAsyncSetConnectCallback(ac, on_connect); /* starts watching for writable */
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (queue_handshake(c, ac) != 0)
+    return c;
+}
+
+/* The link's connection; the rest of the attempt runs from hiredis's
+ * callbacks, bounded by the connect deadline. */
+static void conn_start(rtc_redis *r, const char *ip, uint16_t port)
+{
+    char why[200];
+    conn *c = conn_open(r, CONN_MAIN, ip, port, why, sizeof(why));
+    if (!c) {
+        attempt_failed(r, why);
+        return;
+    }
+    r->conn = c;
+    if (queue_handshake(c, c->ac) != 0)
         conn_drop(c, "out of memory", RTC_EUNAVAIL);
 }
 
-/* Pick one of the resolved addresses, rotating between attempts. */
-static void connect_resolved(rtc_redis *r, const struct addrinfo *ai)
+static void sentinel_connect(rtc_redis *r, const char *ip, uint16_t port);
+static void sentinel_failed(rtc_redis *r, const char *why);
+
+/* The first usable address of a resolver answer, as text. */
+static bool first_ip(const struct addrinfo *ai, unsigned rotate, char *ip, size_t iplen)
 {
     const struct addrinfo *pick[REDIS_MAX_ADDRS];
     size_t n = 0;
     for (const struct addrinfo *a = ai; a && n < REDIS_MAX_ADDRS; a = a->ai_next)
         if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
             pick[n++] = a;
-    if (n == 0) {
-        attempt_failed(r, "resolve failed: no address");
-        return;
-    }
-    const struct addrinfo *a = pick[(r->attempt - 1) % n];
-    char ip[64];
+    if (n == 0)
+        return false;
+    const struct addrinfo *a = pick[rotate % n];
     if (a->ai_family == AF_INET)
-        uv_ip4_name((const struct sockaddr_in *)a->ai_addr, ip, sizeof(ip));
+        uv_ip4_name((const struct sockaddr_in *)a->ai_addr, ip, iplen);
     else
-        uv_ip6_name((const struct sockaddr_in6 *)a->ai_addr, ip, sizeof(ip));
-    conn_start(r, ip, r->url.port);
+        uv_ip6_name((const struct sockaddr_in6 *)a->ai_addr, ip, iplen);
+    return true;
 }
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 {
     resolve_req *rr = (resolve_req *)req;
     rtc_redis *r = rr->r;
-    bool current = !r->closed && r->resolving == rr && rr->attempt == r->attempt;
-    if (r->resolving == rr)
-        r->resolving = NULL;
+    resolve_req **slot = rr->kind == CONN_MAIN ? &r->resolving : &r->sresolving;
+    bool current = !r->closed && *slot == rr && rr->attempt == r->attempt;
+    if (*slot == rr)
+        *slot = NULL;
+    int kind = rr->kind;
+    uint16_t port = rr->port;
     free(rr);
     if (current) {
-        if (status < 0) {
-            char why[200];
+        char why[200] = "", ip[64] = "";
+        if (status < 0)
             snprintf(why, sizeof(why), "resolve failed: %s", uv_strerror(status));
-            attempt_failed(r, why);
+        else if (!first_ip(ai, r->attempt - 1, ip, sizeof(ip)))
+            snprintf(why, sizeof(why), "resolve failed: no address");
+        if (kind == CONN_MAIN) {
+            if (status < 0 || !ip[0])
+                attempt_failed(r, why);
+            else
+                conn_start(r, ip, port);
         } else {
-            connect_resolved(r, ai);
+            if (status < 0 || !ip[0])
+                sentinel_failed(r, why);
+            else
+                sentinel_connect(r, ip, port);
         }
     }
     if (ai)
@@ -706,46 +846,344 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
     r_unref(r);
 }
 
-/* Where to connect. Today the URL's host; this is the step a Sentinel
- * lookup (ask the sentinels for the master's address) will replace. */
-static void resolve_start(rtc_redis *r)
+/* host:port to an address: a literal at once, a name through the loop's
+ * resolver (attempts rotate through its addresses). kind says who
+ * continues: the link (CONN_MAIN) or a sentinel question (CONN_SQUERY).
+ * False when it failed at once (why filled). */
+static bool resolve_host(rtc_redis *r, int kind, const char *host, uint16_t port, char *why,
+                         size_t whylen)
 {
     struct sockaddr_in6 sa6;
     struct sockaddr_in sa4;
-    if (uv_ip4_addr(r->url.host, r->url.port, &sa4) == 0 ||
-        uv_ip6_addr(r->url.host, r->url.port, &sa6) == 0) {
-        conn_start(r, r->url.host, r->url.port); /* a literal needs no resolver */
-        return;
+    if (uv_ip4_addr(host, port, &sa4) == 0 || uv_ip6_addr(host, port, &sa6) == 0) {
+        if (kind == CONN_MAIN)
+            conn_start(r, host, port); /* a literal needs no resolver */
+        else
+            sentinel_connect(r, host, port);
+        return true;
     }
     resolve_req *rr = calloc(1, sizeof(*rr));
     if (!rr) {
-        attempt_failed(r, "out of memory");
-        return;
+        snprintf(why, whylen, "out of memory");
+        return false;
     }
     rr->r = r;
     rr->attempt = r->attempt;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)r->url.port);
+    rr->kind = kind;
+    rr->port = port;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(r->loop, &rr->req, resolved_cb, r->url.host, port, &hints);
+    int rc = uv_getaddrinfo(r->loop, &rr->req, resolved_cb, host, portstr, &hints);
     if (rc < 0) {
         free(rr);
-        char why[200];
-        snprintf(why, sizeof(why), "resolve failed: %s", uv_strerror(rc));
+        snprintf(why, whylen, "resolve failed: %s", uv_strerror(rc));
+        return false;
+    }
+    r->refs++;
+    if (kind == CONN_MAIN)
+        r->resolving = rr;
+    else
+        r->sresolving = rr;
+    return true;
+}
+
+static void connect_master(rtc_redis *r, const char *host, uint16_t port)
+{
+    char why[200];
+    r->timer_mode = TIMER_CONNECT;
+    uv_timer_start(&r->timer, timer_cb, r->opts.connect_timeout_ms, 0);
+    if (!resolve_host(r, CONN_MAIN, host, port, why, sizeof(why)))
+        attempt_failed(r, why);
+}
+
+/* ---- Sentinel ----------------------------------------------------------
+ *
+ * An attempt in Sentinel mode first asks the sentinels, one at a time
+ * starting with the one that answered last, SENTINEL
+ * get-master-addr-by-name on a short-lived connection of its own, each
+ * question bounded by connect_timeout_ms; the first answer is where the
+ * link connects (and the handshake adds ROLE, so a stale answer is caught).
+ * Separately, one connection to a sentinel stays subscribed to
+ * +switch-master: a failover of our master drops the link and starts a new
+ * attempt at once. */
+
+static void sq_timer_cb(uv_timer_t *t);
+static void swatch_open(rtc_redis *r, const char *ip, uint16_t port);
+
+static void sentinel_ask(rtc_redis *r)
+{
+    if (r->closed)
+        return;
+    if (r->sq_tried >= r->n_sentinels) {
+        char why[320];
+        snprintf(why, sizeof(why), "no sentinel answered (last: %s)", r->sq_err);
         attempt_failed(r, why);
         return;
     }
-    r->refs++;
-    r->resolving = rr;
+    r->sq_cur = (r->sq_good + r->sq_tried++) % r->n_sentinels;
+    const sentinel_addr *s = &r->sentinels[r->sq_cur];
+    char why[200];
+    uv_timer_start(&r->sq_timer, sq_timer_cb, r->opts.connect_timeout_ms, 0);
+    if (!resolve_host(r, CONN_SQUERY, s->host, s->port, why, sizeof(why)))
+        sentinel_failed(r, why);
+}
+
+/* This sentinel could not tell us: note why, ask the next one. */
+static void sentinel_failed(rtc_redis *r, const char *why)
+{
+    uv_timer_stop(&r->sq_timer);
+    const sentinel_addr *s = &r->sentinels[r->sq_cur];
+    snprintf(r->sq_err, sizeof(r->sq_err), "%.60s:%u: %.120s", s->host, (unsigned)s->port, why);
+    rtc_debug("redis sentinel failed", "client", r->label, "reason", r->sq_err);
+    sentinel_ask(r);
+}
+
+static void master_found(rtc_redis *r, const conn *sq, const char *host, uint16_t port)
+{
+    bool changed =
+        r->master_host[0] && (strcmp(r->master_host, host) != 0 || r->master_port != port);
+    char prev[300];
+    snprintf(prev, sizeof(prev), "%s", r->addr);
+    snprintf(r->master_host, sizeof(r->master_host), "%s", host);
+    r->master_port = port;
+    if (strchr(host, ':'))
+        snprintf(r->addr, sizeof(r->addr), "[%s]:%u", host, (unsigned)port);
+    else
+        snprintf(r->addr, sizeof(r->addr), "%s:%u", host, (unsigned)port);
+    char from[80];
+    snprintf(from, sizeof(from), "%s:%u", sq->ip, (unsigned)sq->port);
+    if (changed) {
+        rtc_metric_inc(r->m_failovers, 1);
+        rtc_warn("redis master changed (failover)", "client", r->label, "master", r->master_name,
+                 "from", prev, "addr", r->addr, "sentinel", from);
+    } else {
+        rtc_info("redis master resolved", "client", r->label, "master", r->master_name, "addr",
+                 r->addr, "sentinel", from);
+    }
+    if (!r->swatch) {
+        uv_timer_stop(&r->swatch_timer);
+        swatch_open(r, sq->ip, sq->port);
+    }
+    connect_master(r, host, port);
+}
+
+/* Common checks of a sentinel connection's reply: false (and the link
+ * dropped) when the link is gone or the sentinel answered an error. */
+static bool sentinel_reply_ok(conn *c, redisAsyncContext *ac, const redisReply *rep)
+{
+    char why[256];
+    if (c->dead)
+        return false;
+    if (!rep) {
+        conn_drop(c, ac_error(ac, "connection lost", why, sizeof(why)), RTC_EUNAVAIL);
+        return false;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof(why), "sentinel said: %.200s", rep->str);
+        conn_drop(c, why, RTC_EUNAVAIL);
+        return false;
+    }
+    return true;
+}
+
+static void on_squery(redisAsyncContext *ac, void *reply, void *priv)
+{
+    conn *c = priv;
+    rtc_redis *r = c->r;
+    redisReply *rep = reply;
+    if (!sentinel_reply_ok(c, ac, rep))
+        return;
+    if (c->hs_next++ < c->hs_n)
+        return; /* AUTH went through; the answer comes next */
+    if (rep->type == REDIS_REPLY_NIL) {
+        conn_drop(c, "master name unknown to this sentinel", RTC_EUNAVAIL);
+        return;
+    }
+    char host[256];
+    unsigned long port = 0;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_STRING && rep->element[0]->len > 0 &&
+        rep->element[0]->len < sizeof(host)) {
+        memcpy(host, rep->element[0]->str, rep->element[0]->len);
+        host[rep->element[0]->len] = 0;
+        char *e = NULL;
+        port = strtoul(rep->element[1]->str, &e, 10);
+        if (!e || *e || port == 0 || port > 65535)
+            port = 0;
+    }
+    if (port == 0) {
+        conn_drop(c, "sentinel gave a malformed answer", RTC_EUNAVAIL);
+        return;
+    }
+    /* Done with this question: detach first so the drop is no failure. */
+    r->squery = NULL;
+    uv_timer_stop(&r->sq_timer);
+    r->sq_good = r->sq_cur;
+    conn_drop(c, "answered", 0);
+    master_found(r, c, host, (uint16_t)port);
+}
+
+static void sentinel_connect(rtc_redis *r, const char *ip, uint16_t port)
+{
+    char why[200];
+    conn *c = conn_open(r, CONN_SQUERY, ip, port, why, sizeof(why));
+    if (!c) {
+        sentinel_failed(r, why);
+        return;
+    }
+    r->squery = c;
+    if (r->sentinel_password) {
+        if (redisAsyncCommand(c->ac, on_squery, c, "AUTH %s", r->sentinel_password) != REDIS_OK) {
+            conn_drop(c, "out of memory", RTC_EUNAVAIL);
+            return;
+        }
+        c->hs_n = 1;
+    }
+    if (redisAsyncCommand(c->ac, on_squery, c, "SENTINEL get-master-addr-by-name %s",
+                          r->master_name) != REDIS_OK)
+        conn_drop(c, "out of memory", RTC_EUNAVAIL);
+}
+
+static void sq_timer_cb(uv_timer_t *t)
+{
+    rtc_redis *r = t->data;
+    if (r->closed)
+        return;
+    if (r->squery) {
+        conn_drop(r->squery, "sentinel timed out", RTC_EUNAVAIL);
+    } else if (r->sresolving) {
+        r->sresolving = NULL; /* its answer will be ignored */
+        sentinel_failed(r, "resolve timed out");
+    }
+}
+
+/* A failover of our master was announced (or a reply said READONLY): drop
+ * the link and start a new attempt now rather than after a backoff. */
+static void master_moved(rtc_redis *r, const char *why)
+{
+    if (r->closed)
+        return;
+    if (r->conn)
+        conn_drop(r->conn, why, RTC_EUNAVAIL);
+    if (r->closed)
+        return; /* the state callback closed us */
+    r->backoff_ms = r->opts.backoff_initial_ms;
+    if (!r->conn && !r->resolving && !r->squery && !r->sresolving && r->timer_mode == TIMER_BACKOFF)
+        uv_timer_start(&r->timer, timer_cb, jitter(r, r->opts.backoff_initial_ms / 2), 0);
+}
+
+static void master_demoted(conn *c, const char *err)
+{
+    rtc_redis *r = c->r;
+    rtc_warn("redis server is read-only (demoted master?), re-resolving", "client", r->label,
+             "addr", r->addr);
+    char why[128];
+    snprintf(why, sizeof(why), "%.100s", err);
+    if (r->conn == c)
+        master_moved(r, why);
+    else
+        conn_drop(c, why, RTC_EUNAVAIL);
+}
+
+/* "+switch-master" payload: "<name> <old-ip> <old-port> <new-ip> <new-port>". */
+static void on_swatch(redisAsyncContext *ac, void *reply, void *priv)
+{
+    conn *c = priv;
+    rtc_redis *r = c->r;
+    redisReply *rep = reply;
+    if (!sentinel_reply_ok(c, ac, rep))
+        return;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING || strcmp(rep->element[0]->str, "message") ||
+        rep->element[2]->type != REDIS_REPLY_STRING)
+        return; /* the AUTH answer, the subscribe confirmation */
+    char buf[600];
+    snprintf(buf, sizeof(buf), "%.*s", (int)rep->element[2]->len, rep->element[2]->str);
+    char *tok[5] = {0}, *save = NULL;
+    int n = 0;
+    for (char *t = strtok_r(buf, " ", &save); t && n < 5; t = strtok_r(NULL, " ", &save))
+        tok[n++] = t;
+    if (n != 5 || strcmp(tok[0], r->master_name) != 0)
+        return;
+    char *e = NULL;
+    unsigned long port = strtoul(tok[4], &e, 10);
+    if (r->conn && !r->conn->dead && e && !*e && port == r->master_port &&
+        strcmp(tok[3], r->master_host) == 0) {
+        /* Sentinel answered with the new master before announcing it: the
+         * link already goes there. */
+        rtc_info("redis failover announced by sentinel, already following", "client", r->label,
+                 "master", r->master_name, "addr", r->addr);
+        return;
+    }
+    rtc_warn("redis failover announced by sentinel", "client", r->label, "master", r->master_name,
+             "from", tok[1], "to", tok[3]);
+    char m[128];
+    snprintf(m, sizeof(m), "failover: master moved to %.60s:%.8s", tok[3], tok[4]);
+    master_moved(r, m);
+}
+
+static void swatch_timer_cb(uv_timer_t *t)
+{
+    rtc_redis *r = t->data;
+    if (!r->closed && !r->swatch)
+        swatch_open(r, r->swatch_ip, r->swatch_port);
+}
+
+static void swatch_open(rtc_redis *r, const char *ip, uint16_t port)
+{
+    char why[200];
+    snprintf(r->swatch_ip, sizeof(r->swatch_ip), "%s", ip);
+    r->swatch_port = port;
+    conn *c = conn_open(r, CONN_SWATCH, ip, port, why, sizeof(why));
+    if (!c) {
+        uv_timer_start(&r->swatch_timer, swatch_timer_cb, r->opts.backoff_max_ms, 0);
+        return;
+    }
+    r->swatch = c;
+    /* AUTH is an ordinary command: hiredis matches its answer before any
+     * pub/sub traffic. After SUBSCRIBE nothing else is sent. */
+    if ((r->sentinel_password &&
+         redisAsyncCommand(c->ac, on_swatch, c, "AUTH %s", r->sentinel_password) != REDIS_OK) ||
+        redisAsyncCommand(c->ac, on_swatch, c, "SUBSCRIBE %s", REDIS_SWITCH_MASTER) != REDIS_OK)
+        conn_drop(c, "out of memory", RTC_EUNAVAIL);
+}
+
+/* A sentinel connection is over (conn_drop). */
+static void sentinel_conn_lost(conn *c, const char *why)
+{
+    rtc_redis *r = c->r;
+    if (c->kind == CONN_SQUERY) {
+        if (r->squery != c)
+            return; /* answered, or given up */
+        r->squery = NULL;
+        if (!r->closed)
+            sentinel_failed(r, why);
+        return;
+    }
+    if (r->swatch != c)
+        return;
+    r->swatch = NULL;
+    if (r->closed)
+        return;
+    rtc_debug("redis sentinel watch lost", "client", r->label, "reason", why);
+    /* Reopened later, or sooner by the next successful question. */
+    uv_timer_start(&r->swatch_timer, swatch_timer_cb, r->opts.backoff_max_ms, 0);
 }
 
 static void attempt_start(rtc_redis *r)
 {
     if (r->attempt++ > 0)
         rtc_metric_inc(r->m_reconnects, 1);
-    r->timer_mode = TIMER_CONNECT;
-    uv_timer_start(&r->timer, timer_cb, r->opts.connect_timeout_ms, 0);
-    resolve_start(r);
+    if (r->n_sentinels) {
+        r->timer_mode = TIMER_CONNECT; /* the deadline starts with the master connect */
+        r->sq_tried = 0;
+        r->sq_err[0] = 0;
+        sentinel_ask(r);
+        return;
+    }
+    connect_master(r, r->url.host, r->url.port);
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -791,8 +1229,59 @@ static bool valid_client_name(const char *s)
     return true;
 }
 
-int rtc_redis_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *metrics,
-                  rtc_redis **out)
+/* "host:port[,host:port…]" (port default 26379, [v6]:port) into r. */
+static int parse_sentinels(rtc_redis *r, const char *list)
+{
+    const char *p = list;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        while (n > 0 && *p == ' ') {
+            p++;
+            n--;
+        }
+        while (n > 0 && p[n - 1] == ' ')
+            n--;
+        if (n == 0 || n >= 300 || r->n_sentinels >= REDIS_MAX_SENTINELS)
+            return RTC_EINVAL;
+        char url[320];
+        snprintf(url, sizeof(url), "redis://%.*s", (int)n, p);
+        bool has_port = p[n - 1] != ']' && memchr(p, ':', n) != NULL &&
+                        (p[0] != '[' || memchr(p, ']', n) != NULL);
+        size_t colons = 0;
+        for (size_t i = 0; i < n; i++)
+            colons += p[i] == ':';
+        if (p[0] != '[' && colons > 1)
+            return RTC_EINVAL; /* a bare IPv6 literal: write it as [addr]:port */
+        rtc_redis_url u;
+        if (rtc_redis_url_parse(url, &u) != 0 || u.user[0] || u.password[0] || u.db != 0 ||
+            memchr(p, '/', n) || memchr(p, '@', n))
+            return RTC_EINVAL;
+        sentinel_addr *s = &r->sentinels[r->n_sentinels++];
+        snprintf(s->host, sizeof(s->host), "%s", u.host);
+        s->port = has_port ? u.port : 26379;
+        if (!end)
+            break;
+        p = end + 1;
+        if (!*p)
+            return RTC_EINVAL;
+    }
+    return r->n_sentinels > 0 ? 0 : RTC_EINVAL;
+}
+
+static bool valid_master_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return false; /* +switch-master payloads are space-separated */
+    return true;
+}
+
+static int redis_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *metrics, bool sub,
+                     rtc_redis **out)
 {
     int rc = RTC_EINVAL;
     rtc_redis *r = NULL;
@@ -833,9 +1322,49 @@ int rtc_redis_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *m
             goto fail;
         }
     }
+    if (sub) {
+        /* Its own name, so its metrics and CLIENT LIST entry are told
+         * apart from a command client made from the same options. */
+        char name[REDIS_MAX_NAME + 8];
+        snprintf(name, sizeof(name), "%s-sub",
+                 r->client_name ? r->client_name : REDIS_DEFAULT_LABEL);
+        free(r->client_name);
+        r->client_name = NULL;
+        if (!valid_client_name(name))
+            goto fail;
+        r->client_name = strdup(name);
+        r->sub = calloc(1, sizeof(*r->sub));
+        if (!r->client_name || !r->sub) {
+            rc = RTC_ENOMEM;
+            goto fail;
+        }
+        r->sub->r = r;
+    }
     r->opts.client_name = r->client_name;
     r->label = r->client_name ? r->client_name : REDIS_DEFAULT_LABEL;
-    if (strchr(r->url.host, ':'))
+    if (r->opts.sentinels && r->opts.sentinels[0]) {
+        if (parse_sentinels(r, r->opts.sentinels) != 0 || !r->opts.master_name ||
+            !valid_master_name(r->opts.master_name))
+            goto fail;
+        r->master_name = strdup(r->opts.master_name);
+        if (!r->master_name) {
+            rc = RTC_ENOMEM;
+            goto fail;
+        }
+        if (r->opts.sentinel_password && r->opts.sentinel_password[0]) {
+            r->sentinel_password = strdup(r->opts.sentinel_password);
+            if (!r->sentinel_password) {
+                rc = RTC_ENOMEM;
+                goto fail;
+            }
+        }
+    }
+    r->opts.sentinels = NULL; /* copied */
+    r->opts.master_name = r->master_name;
+    r->opts.sentinel_password = NULL;
+    if (r->n_sentinels)
+        snprintf(r->addr, sizeof(r->addr), "sentinel:%s", r->master_name);
+    else if (strchr(r->url.host, ':'))
         snprintf(r->addr, sizeof(r->addr), "[%s]:%u", r->url.host, (unsigned)r->url.port);
     else
         snprintf(r->addr, sizeof(r->addr), "%s:%u", r->url.host, (unsigned)r->url.port);
@@ -869,6 +1398,10 @@ int rtc_redis_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *m
                                "Redis connection attempts after the first one.", 1, client_labels,
                                NULL, 0);
         r->m_reconnects = rtc_metric_child(f, values);
+        f = rtc_metrics_family(metrics, RTC_METRIC_COUNTER, "rtc_redis_failovers_total",
+                               "Times Sentinel named a different master than before.", 1,
+                               client_labels, NULL, 0);
+        r->m_failovers = rtc_metric_child(f, values);
     }
 
     /* hiredis writes with write(2): a Redis that goes away mid-write must be
@@ -886,6 +1419,12 @@ int rtc_redis_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *m
     uv_timer_init(loop, &r->ping);
     r->ping.data = r;
     r->refs++;
+    uv_timer_init(loop, &r->sq_timer);
+    r->sq_timer.data = r;
+    r->refs++;
+    uv_timer_init(loop, &r->swatch_timer);
+    r->swatch_timer.data = r;
+    r->refs++;
     /* The first attempt starts from the loop, like everything else. */
     r->timer_mode = TIMER_BACKOFF;
     uv_timer_start(&r->timer, timer_cb, 0, 0);
@@ -893,9 +1432,18 @@ int rtc_redis_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *m
     return 0;
 fail:
     free(r->client_name);
+    free(r->master_name);
+    free(r->sentinel_password);
+    free(r->sub);
     memset(&r->url, 0, sizeof(r->url));
     free(r);
     return rc;
+}
+
+int rtc_redis_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *metrics,
+                  rtc_redis **out)
+{
+    return redis_new(loop, opts, metrics, false, out);
 }
 
 void rtc_redis_close(rtc_redis *r)
@@ -910,10 +1458,20 @@ void rtc_redis_close(rtc_redis *r)
         uv_cancel((uv_req_t *)&r->resolving->req); /* its callback frees it */
         r->resolving = NULL;
     }
+    if (r->sresolving) {
+        uv_cancel((uv_req_t *)&r->sresolving->req);
+        r->sresolving = NULL;
+    }
     uv_close((uv_handle_t *)&r->timer, r_handle_closed);
     uv_close((uv_handle_t *)&r->ping, r_handle_closed);
+    uv_close((uv_handle_t *)&r->sq_timer, r_handle_closed);
+    uv_close((uv_handle_t *)&r->swatch_timer, r_handle_closed);
     if (r->conn)
         conn_drop(r->conn, "closed", RTC_ECLOSED);
+    if (r->squery)
+        conn_drop(r->squery, "closed", RTC_ECLOSED);
+    if (r->swatch)
+        conn_drop(r->swatch, "closed", RTC_ECLOSED);
     rtc_redis_req *q;
     while ((q = r->deferred.head) != NULL)
         req_complete(q, RTC_ECLOSED, NULL);
@@ -1079,4 +1637,183 @@ void rtc_redis_req_abandon(rtc_redis_req *q)
     list_remove(q);
     req_count(q->r, RES_ABANDONED);
     req_settle(q);
+}
+
+/* ---- subscriber --------------------------------------------------------
+ *
+ * An rtc_redis in subscriber mode: the same connection machinery (and
+ * Sentinel), but once the handshake is done the context is subscribed and,
+ * as hiredis 0.14 requires, sends nothing but SUBSCRIBE/UNSUBSCRIBE from
+ * then on. Every (re)connect subscribes to all channels of the set plus a
+ * private heartbeat channel, last: its confirmation means all the others
+ * are in, and only then does the link count as up. The same heartbeat
+ * SUBSCRIBE, repeated, is the liveness ping. */
+
+static ssize_t sub_find(const rtc_redis *r, const char *ch, size_t len)
+{
+    for (size_t i = 0; i < r->n_channels; i++)
+        if (r->channels[i].len == len && memcmp(r->channels[i].name, ch, len) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static void sub_resubscribe(conn *c)
+{
+    rtc_redis *r = c->r;
+    size_t n = r->n_channels + 2;
+    const char **argv = calloc(n, sizeof(*argv));
+    size_t *lens = calloc(n, sizeof(*lens));
+    int rc = REDIS_ERR;
+    if (argv && lens) {
+        argv[0] = "SUBSCRIBE";
+        lens[0] = 9;
+        for (size_t i = 0; i < r->n_channels; i++) {
+            argv[i + 1] = r->channels[i].name;
+            lens[i + 1] = r->channels[i].len;
+        }
+        argv[n - 1] = r->hb_channel;
+        lens[n - 1] = strlen(r->hb_channel);
+        rc = redisAsyncCommandArgv(c->ac, on_sub_reply, c, (int)n, argv, lens);
+    }
+    free(argv);
+    free(lens);
+    if (rc != REDIS_OK) {
+        conn_drop(c, "cannot subscribe", RTC_EUNAVAIL);
+        return;
+    }
+    c->subscribed = true;
+}
+
+static bool elem_is(const redisReply *e, const char *s)
+{
+    return e->type == REDIS_REPLY_STRING && e->len == strlen(s) && memcmp(e->str, s, e->len) == 0;
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    conn *c = priv;
+    rtc_redis *r = c->r;
+    redisReply *rep = reply;
+    if (c->dead)
+        return;
+    if (!rep) { /* hiredis runs every subscription callback with NULL on teardown */
+        char why[200];
+        conn_drop(c, ac_error(ac, "connection lost", why, sizeof(why)), RTC_EUNAVAIL);
+        return;
+    }
+    c->last_reply = uv_now(r->loop);
+    c->timeouts = 0;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const redisReply *ch = rep->element[1];
+    if (elem_is(rep->element[0], "message")) {
+        const redisReply *msg = rep->element[2];
+        /* Not after unsubscribe: messages already on the wire are dropped. */
+        if (r->closed || !r->msg_fn || msg->type != REDIS_REPLY_STRING ||
+            sub_find(r, ch->str, ch->len) < 0)
+            return;
+        r->msg_fn(r->msg_ud, ch->str, ch->len, msg->str, msg->len);
+    } else if (elem_is(rep->element[0], "subscribe")) {
+        if (ch->len != strlen(r->hb_channel) || memcmp(ch->str, r->hb_channel, ch->len) != 0)
+            return;
+        c->ping_out = false;
+        if (!c->up)
+            link_up(c); /* every channel before it is in */
+    } else if (elem_is(rep->element[0], "unsubscribe")) {
+        /* hiredis 0.14 forgets a channel's callback when the UNSUBSCRIBE
+         * answer arrives, even if SUBSCRIBE was sent again meanwhile: if
+         * the channel is wanted again, subscribe once more. */
+        if (!r->closed && sub_find(r, ch->str, ch->len) >= 0 && c->ac &&
+            redisAsyncCommand(c->ac, on_sub_reply, c, "SUBSCRIBE %b", ch->str, ch->len) != REDIS_OK)
+            c->broken = true;
+    }
+}
+
+int rtc_redis_sub_new(uv_loop_t *loop, const rtc_redis_options *opts, rtc_metrics *metrics,
+                      rtc_redis_sub_message_fn on_message, void *ud, rtc_redis_sub **out)
+{
+    if (out)
+        *out = NULL;
+    if (!on_message || !out)
+        return RTC_EINVAL;
+    rtc_redis *r = NULL;
+    int rc = redis_new(loop, opts, metrics, true, &r);
+    if (rc != 0)
+        return rc;
+    r->msg_fn = on_message;
+    r->msg_ud = ud;
+    snprintf(r->hb_channel, sizeof(r->hb_channel), "__rtc:sub-heartbeat:%016llx",
+             (unsigned long long)r_random(r));
+    *out = r->sub;
+    return 0;
+}
+
+int rtc_redis_sub_subscribe(rtc_redis_sub *sub, const char *channel)
+{
+    if (!sub || !channel || !channel[0])
+        return RTC_EINVAL;
+    rtc_redis *r = sub->r;
+    if (r->closed)
+        return RTC_ECLOSED;
+    size_t len = strlen(channel);
+    if (len == strlen(r->hb_channel) && memcmp(channel, r->hb_channel, len) == 0)
+        return RTC_EINVAL;
+    if (sub_find(r, channel, len) >= 0)
+        return 0;
+    if (r->n_channels == r->cap_channels) {
+        size_t cap = r->cap_channels ? r->cap_channels * 2 : 8;
+        sub_channel *nc = realloc(r->channels, cap * sizeof(*nc));
+        if (!nc)
+            return RTC_ENOMEM;
+        r->channels = nc;
+        r->cap_channels = cap;
+    }
+    char *name = strdup(channel);
+    if (!name)
+        return RTC_ENOMEM;
+    r->channels[r->n_channels++] = (sub_channel){name, len};
+    conn *c = r->conn;
+    /* Not subscribed yet: the (re)subscribe after the handshake takes it. */
+    if (c && c->subscribed && !c->dead && c->ac &&
+        redisAsyncCommand(c->ac, on_sub_reply, c, "SUBSCRIBE %b", channel, len) != REDIS_OK)
+        c->broken = true; /* dropped (and all resubscribed) from the loop */
+    return 0;
+}
+
+int rtc_redis_sub_unsubscribe(rtc_redis_sub *sub, const char *channel)
+{
+    if (!sub || !channel || !channel[0])
+        return RTC_EINVAL;
+    rtc_redis *r = sub->r;
+    if (r->closed)
+        return RTC_ECLOSED;
+    size_t len = strlen(channel);
+    ssize_t i = sub_find(r, channel, len);
+    if (i < 0)
+        return 0;
+    free(r->channels[i].name);
+    r->channels[i] = r->channels[--r->n_channels];
+    conn *c = r->conn;
+    if (c && c->subscribed && !c->dead && c->ac &&
+        redisAsyncCommand(c->ac, on_sub_reply, c, "UNSUBSCRIBE %b", channel, len) != REDIS_OK)
+        c->broken = true;
+    return 0;
+}
+
+void rtc_redis_sub_on_state(rtc_redis_sub *sub, rtc_redis_state_fn fn, void *ud)
+{
+    if (sub)
+        rtc_redis_on_state(sub->r, fn, ud);
+}
+
+bool rtc_redis_sub_ready(const rtc_redis_sub *sub)
+{
+    return sub && rtc_redis_ready(sub->r);
+}
+
+void rtc_redis_sub_close(rtc_redis_sub *sub)
+{
+    if (sub)
+        rtc_redis_close(sub->r); /* sub itself is freed with r */
 }

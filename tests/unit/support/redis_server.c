@@ -67,13 +67,55 @@ static bool answers_ping(uint16_t port, const char *password)
     return ok;
 }
 
-pid_t rtc_test_redis_start(uint16_t port, const char *requirepass, uint64_t wait_ms)
+pid_t rtc_test_spawn(const char *const argv[], uint16_t port, const char *password,
+                     uint64_t wait_ms)
 {
-    char portstr[8];
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        /* Never outlive the test, even if it crashes. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    uint64_t deadline = rtc_now_ms() + wait_ms;
+    for (;;) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) != 0)
+            return -1; /* it exited */
+        if (answers_ping(port, password))
+            return pid;
+        if (rtc_now_ms() >= deadline) {
+            rtc_test_redis_kill(pid);
+            return -1;
+        }
+        /* Polling interval, not a wait for something to happen. */
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+pid_t rtc_test_redis_start_args(uint16_t port, const char *requirepass, const char *const *extra,
+                                uint64_t wait_ms)
+{
+    char portstr[8], dbfile[64];
     snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
-    const char *argv[20];
+    /* A replica's full sync writes an RDB file: keep it out of the working
+     * directory (the source tree when run by hand), one name per port. */
+    snprintf(dbfile, sizeof(dbfile), "rtc-test-redis-%u.rdb", (unsigned)port);
+    const char *argv[40];
     int n = 0;
     argv[n++] = RTC_TEST_REDIS_SERVER;
+    argv[n++] = "--dir";
+    argv[n++] = "/tmp";
+    argv[n++] = "--dbfilename";
+    argv[n++] = dbfile;
     argv[n++] = "--bind";
     argv[n++] = "127.0.0.1";
     argv[n++] = "--port";
@@ -90,36 +132,35 @@ pid_t rtc_test_redis_start(uint16_t port, const char *requirepass, uint64_t wait
         argv[n++] = "--requirepass";
         argv[n++] = requirepass;
     }
+    for (int i = 0; extra && extra[i] && n < 39; i++)
+        argv[n++] = extra[i];
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0)
+    return rtc_test_spawn(argv, port, requirepass, wait_ms);
+}
+
+pid_t rtc_test_redis_start(uint16_t port, const char *requirepass, uint64_t wait_ms)
+{
+    return rtc_test_redis_start_args(port, requirepass, NULL, wait_ms);
+}
+
+pid_t rtc_test_sentinel_start(uint16_t port, const char *dir, const char *master_name,
+                              uint16_t master_port, uint64_t wait_ms)
+{
+    char conf[512];
+    snprintf(conf, sizeof(conf), "%s/sentinel-%u.conf", dir, (unsigned)port);
+    FILE *f = fopen(conf, "w");
+    if (!f)
         return -1;
-    if (pid == 0) {
-        /* Never outlive the test, even if it crashes. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        execv(RTC_TEST_REDIS_SERVER, (char *const *)argv);
-        _exit(127);
-    }
-    uint64_t deadline = rtc_now_ms() + wait_ms;
-    for (;;) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) != 0)
-            return -1; /* it exited */
-        if (answers_ping(port, requirepass))
-            return pid;
-        if (rtc_now_ms() >= deadline) {
-            rtc_test_redis_kill(pid);
-            return -1;
-        }
-        /* Polling interval, not a wait for something to happen. */
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    fprintf(f,
+            "port %u\nbind 127.0.0.1\ndaemonize no\ndir %s\nloglevel warning\n"
+            "sentinel monitor %s 127.0.0.1 %u 1\n"
+            "sentinel down-after-milliseconds %s 1000\n"
+            "sentinel failover-timeout %s 5000\n",
+            (unsigned)port, dir, master_name, (unsigned)master_port, master_name, master_name);
+    if (fclose(f) != 0)
+        return -1;
+    const char *argv[] = {RTC_TEST_REDIS_SENTINEL, conf, NULL};
+    return rtc_test_spawn(argv, port, NULL, wait_ms);
 }
 
 void rtc_test_redis_kill(pid_t pid)
