@@ -1,9 +1,11 @@
 /* test_core.c — clocks, signal handling, error strings. */
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +36,28 @@ static void test_strerror(void **state)
     assert_string_equal(rtc_strerror(RTC_ENOMEM), "out of memory");
     assert_string_equal(rtc_strerror(-999), "unknown error");
     assert_string_equal(rtc_strerror(5), "unknown error");
+}
+
+static void test_read_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/rtc-read-file-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "hello", 5), 5);
+    close(fd);
+    char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(rtc_read_file(path, 5, &buf, &len), 0);
+    assert_int_equal(len, 5);
+    assert_string_equal(buf, "hello");
+    free(buf);
+    assert_int_equal(rtc_read_file(path, 4, &buf, &len), RTC_ETOOBIG);
+    assert_null(buf);
+    unlink(path);
+    assert_int_equal(rtc_read_file(path, 4, &buf, &len), RTC_EIO);
+    assert_int_equal(errno, ENOENT);
+    assert_null(buf);
 }
 
 static int got_signum, got_calls;
@@ -119,6 +143,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clocks),
         cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_read_file),
         cmocka_unit_test(test_first_signal_calls_back),
         cmocka_unit_test(test_second_signal_exits),
     };

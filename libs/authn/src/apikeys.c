@@ -18,6 +18,7 @@
 #include <openssl/sha.h>
 
 #include "rtc/authn.h"
+#include "rtc/core.h"
 #include "rtc/error.h"
 
 #define MAX_KEY_ID 64
@@ -253,32 +254,24 @@ int rtc_apikeys_parse(const char *text, rtc_apikeys **out, char *err, size_t err
 int rtc_apikeys_load_file(const char *path, rtc_apikeys **out, char *err, size_t errlen)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return RTC_EIO;
+    char *buf;
+    size_t n;
+    int rc = rtc_read_file(path, MAX_FILE, &buf, &n);
+    if (rc < 0) {
+        seterr(err, errlen, "%s: %s", path,
+               rc == RTC_EIO       ? strerror(errno)
+               : rc == RTC_ETOOBIG ? "larger than 1 MiB"
+                                   : rtc_strerror(rc));
+        return rc;
     }
-    char *buf = malloc(MAX_FILE + 1);
-    if (!buf) {
-        fclose(f);
-        return RTC_ENOMEM;
-    }
-    size_t n = fread(buf, 1, MAX_FILE + 1, f);
-    bool ioerr = ferror(f);
-    fclose(f);
-    if (ioerr || n > MAX_FILE) {
-        seterr(err, errlen, "%s: %s", path, ioerr ? "read error" : "larger than 1 MiB");
-        free(buf);
-        return ioerr ? RTC_EIO : RTC_ETOOBIG;
-    }
-    buf[n] = '\0';
     if (memchr(buf, '\0', n)) {
         seterr(err, errlen, "%s: contains a NUL byte", path);
+        OPENSSL_cleanse(buf, n);
         free(buf);
         return RTC_EINVAL;
     }
     char sub[256];
-    int rc = rtc_apikeys_parse(buf, out, sub, sizeof(sub));
+    rc = rtc_apikeys_parse(buf, out, sub, sizeof(sub));
     OPENSSL_cleanse(buf, n);
     free(buf);
     if (rc < 0)
@@ -402,10 +395,4 @@ rtc_authn_result rtc_apikeys_check(const rtc_apikeys *k, const char *authorizati
 unauth:
     OPENSSL_cleanse(raw, sizeof(raw));
     return RTC_AUTHN_UNAUTHENTICATED;
-}
-
-int rtc_authn_revoked_key(const char *jti, char *out, size_t outlen)
-{
-    int n = snprintf(out, outlen, "rtc:auth:revoked:%s", jti);
-    return n < 0 || (size_t)n >= outlen ? RTC_ETOOBIG : 0;
 }

@@ -253,6 +253,12 @@ static void complete(rtc_verifier *v, rtc_verifier_req *r, int err, rtc_jwt_erro
 
 /* ---- revocation --------------------------------------------------------- */
 
+int rtc_authn_revoked_key(const char *jti, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "rtc:auth:revoked:%s", jti);
+    return n < 0 || (size_t)n >= outlen ? RTC_ETOOBIG : 0;
+}
+
 static void on_exists(void *ud, int err, const redisReply *reply)
 {
     rtc_verifier_req *r = ud;
@@ -456,17 +462,27 @@ static void verify_now(rtc_verifier *v, rtc_verifier_req *r)
     check_revocation(v, r);
 }
 
-bool rtc_verifier_verify_cached(rtc_verifier *v, const char *token, size_t len,
+typedef enum { CACHE_MISS, CACHE_FRESH, CACHE_RECHECK } cache_state;
+
+/* The cache's view of a token: absent (or expired), valid and recently
+ * confirmed not revoked, or valid with its revocation check due. */
+static cache_state cache_lookup(rtc_verifier *v, const char *token, size_t len,
                                 rtc_jwt_claims *claims)
 {
     int64_t now = rtc_wall_ms();
     int64_t checked = 0;
     if (!rtc_jwt_cache_get(v->cache, token, len, now, claims, &checked))
-        return false;
+        return CACHE_MISS;
     if (v->o.redis && now - checked >= (int64_t)v->o.revocation_check_ms)
-        return false;
+        return CACHE_RECHECK;
     rtc_metric_inc(v->m_cached, 1);
-    return true;
+    return CACHE_FRESH;
+}
+
+bool rtc_verifier_verify_cached(rtc_verifier *v, const char *token, size_t len,
+                                rtc_jwt_claims *claims)
+{
+    return cache_lookup(v, token, len, claims) == CACHE_FRESH;
 }
 
 int rtc_verifier_verify(rtc_verifier *v, const char *token, size_t len, rtc_verifier_done_fn fn,
@@ -500,18 +516,17 @@ int rtc_verifier_verify(rtc_verifier *v, const char *token, size_t len, rtc_veri
     r->token[len] = '\0';
     r->len = len;
 
-    int64_t now = rtc_wall_ms();
-    int64_t checked = 0;
-    if (rtc_jwt_cache_get(v->cache, token, len, now, &r->claims, &checked)) {
-        if (!v->o.redis || now - checked < (int64_t)v->o.revocation_check_ms) {
-            rtc_metric_inc(v->m_cached, 1);
-            complete(v, r, 0, RTC_JWT_OK, NULL);
-        } else {
-            check_revocation(v, r);
-        }
-        return 0;
+    switch (cache_lookup(v, token, len, &r->claims)) {
+    case CACHE_FRESH:
+        complete(v, r, 0, RTC_JWT_OK, NULL);
+        break;
+    case CACHE_RECHECK:
+        check_revocation(v, r);
+        break;
+    case CACHE_MISS:
+        verify_now(v, r);
+        break;
     }
-    verify_now(v, r);
     return 0;
 }
 

@@ -397,32 +397,32 @@ static void ev_update(conn *c)
         uv_poll_stop(&c->poll);
 }
 
-static void ev_add_read(void *p)
+static void ev_set(void *p, int flag, bool on)
 {
     conn *c = p;
-    c->events |= UV_READABLE;
+    c->events = on ? c->events | flag : c->events & ~flag;
     ev_update(c);
+}
+
+/* hiredis's four adapter hooks. */
+static void ev_add_read(void *p)
+{
+    ev_set(p, UV_READABLE, true);
 }
 
 static void ev_del_read(void *p)
 {
-    conn *c = p;
-    c->events &= ~UV_READABLE;
-    ev_update(c);
+    ev_set(p, UV_READABLE, false);
 }
 
 static void ev_add_write(void *p)
 {
-    conn *c = p;
-    c->events |= UV_WRITABLE;
-    ev_update(c);
+    ev_set(p, UV_WRITABLE, true);
 }
 
 static void ev_del_write(void *p)
 {
-    conn *c = p;
-    c->events &= ~UV_WRITABLE;
-    ev_update(c);
+    ev_set(p, UV_WRITABLE, false);
 }
 
 static void conn_poll_closed(uv_handle_t *h)

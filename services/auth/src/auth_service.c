@@ -219,30 +219,6 @@ static void free_list(char **v, size_t n)
     free(v);
 }
 
-static int read_file(const char *path, size_t max, char **out, size_t *len)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return RTC_EIO;
-    char *buf = malloc(max + 1);
-    if (!buf) {
-        fclose(f);
-        return RTC_ENOMEM;
-    }
-    size_t n = fread(buf, 1, max + 1, f);
-    bool err = ferror(f);
-    fclose(f);
-    if (err || n > max) {
-        free(buf);
-        return err ? RTC_EIO : RTC_ETOOBIG;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
 static uint32_t grants_from_request(const Rtc__Auth__V1__Grant *g, size_t n, bool *bad)
 {
     uint32_t bits = 0;
@@ -254,11 +230,6 @@ static uint32_t grants_from_request(const Rtc__Auth__V1__Grant *g, size_t n, boo
             bits |= 1u << g[i];
     }
     return bits;
-}
-
-static const char *token_error_text(rtc_jwt_error e)
-{
-    return rtc_jwt_error_name(e);
 }
 
 /* Fill Claims (the proto) from rtc_jwt_claims; arrays point into c. */
@@ -457,7 +428,7 @@ static void answer_refusal(pending *p, int err, rtc_jwt_error reason, const char
         return;
     }
     char msg[256];
-    snprintf(msg, sizeof(msg), "token refused: %s%s%s", token_error_text(reason),
+    snprintf(msg, sizeof(msg), "token refused: %s%s%s", rtc_jwt_error_name(reason),
              detail && *detail ? ": " : "", detail ? detail : "");
     rtc_grpc_call_finish(call, RTC_GRPC_UNAUTHENTICATED, msg);
 }
@@ -652,10 +623,8 @@ static void revoke_token(rtc_grpc_call *call, const ProtobufCMessage *msg, void 
 
 /* ---- VerifyToken ----------------------------------------------------------- */
 
-static void verify_answer(pending *p, const rtc_jwt_claims *claims)
+static void reply_claims(rtc_grpc_call *call, const rtc_jwt_claims *claims)
 {
-    rtc_grpc_call *call = p->call;
-    pending_done(p);
     rtc_jwt_claims c = *claims;
     claims_msg cm;
     claims_to_proto(&c, &cm);
@@ -663,6 +632,13 @@ static void verify_answer(pending *p, const rtc_jwt_claims *claims)
     resp.result_case = RTC__AUTH__V1__VERIFY_TOKEN_RESPONSE__RESULT_CLAIMS;
     resp.claims = &cm.m;
     rtc_grpc_call_reply(call, &resp.base);
+}
+
+static void verify_answer(pending *p, const rtc_jwt_claims *claims)
+{
+    rtc_grpc_call *call = p->call;
+    pending_done(p);
+    reply_claims(call, claims);
 }
 
 static void verify_token(rtc_grpc_call *call, const ProtobufCMessage *msg, void *ud)
@@ -677,15 +653,10 @@ static void verify_token(rtc_grpc_call *call, const ProtobufCMessage *msg, void 
         return;
     }
     rtc_jwt_claims claims;
-    if (len && len <= RTC_JWT_MAX_TOKEN &&
+    if (len <= RTC_JWT_MAX_TOKEN &&
         rtc_verifier_verify_cached(A.verifier, req->access_token, len, &claims)) {
         /* The hot path: no allocation, no ECDSA. */
-        claims_msg cm;
-        claims_to_proto(&claims, &cm);
-        Rtc__Auth__V1__VerifyTokenResponse resp = RTC__AUTH__V1__VERIFY_TOKEN_RESPONSE__INIT;
-        resp.result_case = RTC__AUTH__V1__VERIFY_TOKEN_RESPONSE__RESULT_CLAIMS;
-        resp.claims = &cm.m;
-        rtc_grpc_call_reply(call, &resp.base);
+        reply_claims(call, &claims);
         return;
     }
     pending *p = pending_new(call, msg, verify_answer);
@@ -874,7 +845,7 @@ static int load_key_file(const char *path, bool signing)
 {
     char *pem = NULL;
     size_t len = 0;
-    int rc = read_file(path, 64 * 1024, &pem, &len);
+    int rc = rtc_read_file(path, 64 * 1024, &pem, &len);
     if (rc < 0) {
         rtc_error("cannot read key file", "path", path, "error",
                   rc == RTC_EIO ? strerror(errno) : rtc_strerror(rc));
@@ -966,7 +937,7 @@ static int load_turn(void)
     }
     if (cfg.turn_secret_file) {
         size_t len;
-        rc = read_file(cfg.turn_secret_file, MAX_TURN_SECRET, &A.turn_secret, &len);
+        rc = rtc_read_file(cfg.turn_secret_file, MAX_TURN_SECRET, &A.turn_secret, &len);
         if (rc < 0) {
             rtc_error("cannot read --turn-secret-file", "path", cfg.turn_secret_file);
             return rc;

@@ -2,6 +2,7 @@
 #ifndef RTC_CORE_H
 #define RTC_CORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 #include "rtc/error.h"
@@ -19,5 +20,10 @@ typedef struct rtc_signals rtc_signals;
 typedef void (*rtc_signal_fn)(int signum, void *ud);
 int rtc_signals_start(uv_loop_t *loop, rtc_signal_fn on_signal, void *ud, rtc_signals **out);
 void rtc_signals_close(rtc_signals *s); /* freed from uv_close callbacks */
+
+/* Read a whole file of at most max bytes into a malloc'd, NUL-terminated
+ * buffer (*out, length *len; the caller frees it). 0, RTC_EIO (cannot open
+ * or read: errno says why), RTC_ETOOBIG (larger than max), RTC_ENOMEM. */
+int rtc_read_file(const char *path, size_t max, char **out, size_t *len);
 
 #endif
