@@ -4,8 +4,8 @@
  * Why not plain libjwt 1.10: it takes the algorithm from the token header
  * (so `alg: none` or HS256 keyed with a public key get through unless the
  * caller pins it), checks no claim, and parses the PEM key on every call
- * (measured here: 1,031 signs/s against 33,950 for OpenSSL on a parsed
- * key). This module pins ES256, checks every claim, and keeps keys parsed
+ * (bench/jwt/run: 1,405 signs/s against 33,322 for rtc_jwt_sign and 35,939
+ * for openssl speed, same run). This module pins ES256, checks every claim, and keeps keys parsed
  * (OpenSSL EVP_PKEY). libjwt stays in the tests as an independent
  * implementation that must accept what we sign and vice versa.
  *
