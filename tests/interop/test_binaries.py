@@ -1,8 +1,8 @@
 """rtc-auth and rtc-signaling answer health to grpcio and grpc-js,
 UNIMPLEMENTED for methods they do not have, and drain on SIGTERM (exit 0).
 
-rtc-auth runs with --dev (an ephemeral key) and a Redis address where
-nothing listens: the process is alive ("" SERVING) but its service is
+rtc-auth runs with --dev (an ephemeral key), both with a Redis address
+where nothing listens: the process is alive ("" SERVING) but its service is
 NOT_SERVING until Redis answers, and SIGTERM still exits cleanly while the
 Redis link keeps retrying.
 
@@ -74,7 +74,10 @@ class Binaries(unittest.TestCase):
 
     def test_signaling(self):
         self.check("rtc-signaling", "rtc.signaling.v1.Signaling",
-                   "/rtc.signaling.v1.SignalingAdmin/CreateRoom")
+                   "/rtc.signaling.v1.SignalingAdmin/NoSuchMethod",
+                   service_status=b"\x08\x02",  # NOT_SERVING: no Redis
+                   extra=("--redis", f"redis://127.0.0.1:{closed_port()}",
+                          "--auth", f"127.0.0.1:{closed_port()}"))
 
 
 JS = r"""
