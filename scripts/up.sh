@@ -2,8 +2,8 @@
 # Brings rtc up on this machine: installs build dependencies, builds, makes
 # development secrets on first run (.run/secrets: a P-256 signing key, an API
 # key file, a TURN secret — never committed), starts Redis on 6379 (or uses
-# the one already answering there), then rtc-auth and rtc-signaling in the
-# background in development mode (--dev) on their default ports, and waits
+# the one already answering there), then rtc-auth and two rtc-signaling pods
+# in the background in development mode (--dev) on their ports, and waits
 # until each is ready (admin /readyz answers 200 and gRPC
 # grpc.health.v1.Health/Check answers SERVING).
 #
@@ -27,11 +27,21 @@ REDIS_PORT=6379
 STOP_GRACE=20  # seconds; the services drain in-flight calls on SIGTERM
 START_WAIT=30  # seconds for each service to become ready
 
-# name  gRPC port  admin port  (DESIGN.md §8)
+# name  gRPC port  admin port  (DESIGN.md §8). Two signaling pods share
+# Redis; rtc-signaling-2 runs the rtc-signaling binary.
 SERVICES=(
 	"rtc-auth 8081 9081"
 	"rtc-signaling 50051 9051"
+	"rtc-signaling-2 50052 9052"
 )
+
+# The binary a service runs.
+bin_of() {
+	case "$1" in
+	rtc-signaling-*) echo rtc-signaling ;;
+	*) echo "$1" ;;
+	esac
+}
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 die() {
@@ -55,7 +65,7 @@ running_pid() {
 	exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
 	# A rebuilt binary shows as "<path> (deleted)". Debian's redis-server is
 	# a link to redis-check-rdb: recognise it by its process name.
-	if [[ ${exe% (deleted)} == "$BIN/$name" ]] ||
+	if [[ ${exe% (deleted)} == "$BIN/$(bin_of "$name")" ]] ||
 		[[ $name == redis-server && $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]]; then
 		echo "$pid"
 	fi
@@ -106,7 +116,7 @@ endpoints() {
 	local svc name port admin
 	for svc in "${SERVICES[@]}"; do
 		read -r name port admin <<<"$svc"
-		printf '  %-14s gRPC h2c %s:%-5s  admin http://%s:%s/{healthz,readyz,metrics}  log .run/logs/%s.log\n' \
+		printf '  %-16s gRPC h2c %s:%-5s  admin http://%s:%s/{healthz,readyz,metrics}  log .run/logs/%s.log\n' \
 			"$name" "$HOST" "$port" "$HOST" "$admin" "$name"
 	done
 }
@@ -204,6 +214,10 @@ service_args() {
 			--signing-key "$SECRETS/signing-key.pem" --api-keys-file "$SECRETS/api-keys" \
 			--turn-secret-file "$SECRETS/turn-secret"
 		;;
+	rtc-signaling*)
+		printf '%s\n' --dev --redis "redis://$HOST:$REDIS_PORT" --auth "$HOST:8081" \
+			--api-keys-file "$SECRETS/api-keys" --pod-id "${1#rtc-}"
+		;;
 	*) printf '%s\n' --dev ;;
 	esac
 }
@@ -239,7 +253,7 @@ cmd_start() {
 	start_redis
 	for svc in "${need[@]}"; do
 		read -r name port admin <<<"$svc"
-		[[ -x $BIN/$name ]] || die "$BIN/$name not found"
+		[[ -x $BIN/$(bin_of "$name") ]] || die "$BIN/$(bin_of "$name") not found"
 		for p in "$port" "$admin"; do
 			if port_open "$p"; then
 				die "$name: $HOST:$p is already in use by another process"
@@ -251,7 +265,7 @@ cmd_start() {
 		echo "up: starting $name (gRPC $HOST:$port, admin $HOST:$admin)"
 		mapfile -t args < <(service_args "$name")
 		# fd 9 holds up.sh's lock: the services must not inherit it.
-		nohup "$BIN/$name" --listen "$HOST:$port" --admin "$HOST:$admin" "${args[@]}" \
+		nohup "$BIN/$(bin_of "$name")" --listen "$HOST:$port" --admin "$HOST:$admin" "${args[@]}" \
 			>>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
 		echo $! >"$RUN/$name.pid"
 		started+=("$name")
@@ -269,7 +283,7 @@ cmd_start() {
 	done
 	echo "up: rtc is up (development mode):"
 	endpoints
-	printf '  %-14s %s:%s\n' redis "$HOST" "$REDIS_PORT"
+	printf '  %-16s %s:%s\n' redis "$HOST" "$REDIS_PORT"
 	echo "  secrets: .run/secrets (API key for internal calls: .run/secrets/api-keys)"
 	echo "  stop with: scripts/up.sh stop"
 }
