@@ -341,12 +341,16 @@ local function fn_attach(keys, a)
     local P, ended = v[1], v[3] and 1 or 0
     local inbox = k_inbox(R, P)
     if after ~= '' and redis.call('EXISTS', inbox) == 1 then
-        local info = redis.call('XINFO', 'STREAM', inbox)
-        for i = 1, #info, 2 do
-            if info[i] == 'max-deleted-entry-id' and older(after, info[i + 1]) then
-                return fail('OUT_OF_RANGE', 'events after ' .. after ..
-                    ' were dropped from the mailbox: join again')
-            end
+        -- Trimming (MAXLEN) drops the oldest entries. If any were dropped
+        -- and `after` is older than the first one kept, events after it
+        -- may be gone (conservatively: also when exactly `after` was the
+        -- last one dropped).
+        local info, f = redis.call('XINFO', 'STREAM', inbox), {}
+        for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+        local first = f['first-entry']
+        if tonumber(f['entries-added']) > tonumber(f['length']) and first and older(after, first[1]) then
+            return fail('OUT_OF_RANGE', 'events after ' .. after ..
+                ' were dropped from the mailbox: join again')
         end
     end
     local gen = 0
