@@ -177,9 +177,9 @@ local function close_room(R, reason, maxlen, now)
 end
 
 -- Rate limit: at most `limit` calls per second per session (0 = none).
-local function rate_ok(R, S, v, limit, now)
+local function rate_ok(R, S, v, limit)
     if limit <= 0 then return true end
-    local w = math.floor(now / 1000)
+    local w = math.floor(now_ms() / 1000)
     local n = 0
     if tonumber(v[5] or '-1') == w then n = tonumber(v[6] or '0') end
     if n >= limit then return false end
@@ -275,8 +275,7 @@ local function fn_signal(keys, a)
     if not redis.call('ZSCORE', k_members(R), to) then
         return fail('NOT_FOUND', 'participant ' .. to .. ' is not in the room')
     end
-    local now = now_ms()
-    if not rate_ok(R, S, v, tonumber(a[9]), now) then
+    if not rate_ok(R, S, v, tonumber(a[9])) then
         return fail('RESOURCE_EXHAUSTED', 'rate limit: ' .. a[9] .. ' messages per second')
     end
     local id = append(R, to, a[10], 's', P, payload)
@@ -304,8 +303,7 @@ local function fn_broadcast(keys, a)
         local prev = redis.call('GET', ik)
         if prev then return {tonumber(prev), 1} end
     end
-    local now = now_ms()
-    if not rate_ok(R, S, v, tonumber(a[6]), now) then
+    if not rate_ok(R, S, v, tonumber(a[6])) then
         return fail('RESOURCE_EXHAUSTED', 'rate limit: ' .. a[6] .. ' messages per second')
     end
     local n = 0

@@ -110,6 +110,8 @@ static void digest_hex(const char *s, size_t n, char out[65])
 int sig_resume_new(const char *session_id, char *token, size_t tokenlen, char digest[65])
 {
     char a[23], b[23];
+    if (strlen(session_id) != SIG_SESSION_LEN)
+        return RTC_EINVAL;
     if (rtc_jwt_new_id(a, sizeof(a)) < 0 || rtc_jwt_new_id(b, sizeof(b)) < 0)
         return RTC_EIO;
     int n = snprintf(token, tokenlen, "%s.%s%s", session_id, a, b);
@@ -249,11 +251,11 @@ static bool copy_text(sig_slice s, char *out, size_t cap)
 
 int64_t sig_event_id_ms(const char *id)
 {
-    int64_t ms = 0;
+    uint64_t ms = 0;
     size_t i = 0;
     for (; id[i] >= '0' && id[i] <= '9' && i < 19; i++)
-        ms = ms * 10 + (id[i] - '0');
-    return i && id[i] == '-' ? ms : 0;
+        ms = ms * 10 + (uint64_t)(id[i] - '0'); /* < 10^19: no overflow */
+    return i && id[i] == '-' && ms <= INT64_MAX ? (int64_t)ms : 0;
 }
 
 void sig_event_clear(sig_event *e)
