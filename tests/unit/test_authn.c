@@ -272,6 +272,7 @@ struct vfix {
 
 struct outcome {
     bool done;
+    unsigned seq; /* order of answers (from 1) */
     int err;
     rtc_jwt_error reason;
     rtc_jwt_claims claims;
@@ -281,8 +282,10 @@ struct outcome {
 static void on_done(void *ud, int err, rtc_jwt_error reason, const rtc_jwt_claims *claims,
                     const char *detail)
 {
+    static unsigned answers;
     struct outcome *o = ud;
     o->done = true;
+    o->seq = ++answers;
     o->err = err;
     o->reason = reason;
     if (claims)
@@ -591,8 +594,8 @@ static void on_redis_state(void *ud, bool up, const char *reason)
     *(bool *)ud = up;
 }
 
-/* Local keys, a real Redis, revocation rechecked on every call (0 ms). */
-static int vsetup_redis(void **state)
+/* Local keys, a real Redis, revocation rechecked every check_ms. */
+static int vsetup_redis_check(void **state, uint64_t check_ms)
 {
     struct vfix *f = calloc(1, sizeof(*f));
     if (!f || uv_loop_init(&f->loop) != 0)
@@ -621,8 +624,19 @@ static int vsetup_redis(void **state)
     rtc_verifier_options_init(&o);
     o.keys = f->signer;
     o.redis = f->redis;
-    o.revocation_check_ms = 0;
+    o.revocation_check_ms = check_ms;
     return rtc_verifier_new(&f->loop, &o, NULL, &f->v) < 0 ? -1 : 0;
+}
+
+/* Revocation rechecked on every call (0 ms). */
+static int vsetup_redis(void **state)
+{
+    return vsetup_redis_check(state, 0);
+}
+
+static int vsetup_redis_1ms(void **state)
+{
+    return vsetup_redis_check(state, 1);
 }
 
 static long long redis_int(struct vfix *f, const char *cmd, const char *arg)
@@ -677,6 +691,55 @@ static void test_verifier_coalesces_checks(void **state)
         assert_string_equal(o[i].claims.token_id, "jti-r2");
     }
     assert_int_equal(redis_int(f, "INFO commandstats", NULL) - before, 1);
+    free(tok);
+}
+
+struct order_probe {
+    struct vfix *f;
+    const char *tok;
+    struct outcome *first, later;
+    bool fired, overtook;
+};
+
+static void on_probe_ping(void *ud, int err, const redisReply *reply)
+{
+    (void)err;
+    (void)reply;
+    struct order_probe *p = ud;
+    p->fired = true;
+    /* Runs right after the EXISTS reply (same read), before the verifier
+     * has delivered the first call's answer: a call made now must not be
+     * answered ahead of it. */
+    rtc_jwt_claims c;
+    if (!p->first->done && rtc_verifier_verify_cached(p->f->v, p->tok, strlen(p->tok), &c))
+        p->overtook = true;
+    assert_int_equal(
+        rtc_verifier_verify(p->f->v, p->tok, strlen(p->tok), on_done, &p->later, NULL), 0);
+}
+
+/* A call whose revocation check went to Redis is answered before any call
+ * for the same token made after the check came back, even one that finds
+ * the token freshly cached: callers that act in answer order (a signaling
+ * session's messages) keep their order. */
+static void test_verifier_keeps_order(void **state)
+{
+    struct vfix *f = *state;
+    char *tok = sign(f->signer, "jti-r4", 60000);
+    assert_int_equal(verify(f, tok).reason, RTC_JWT_OK);
+    int64_t t0 = rtc_wall_ms();
+    while (rtc_wall_ms() <= t0) /* the 1 ms recheck period passes */
+        ;
+    struct outcome first = {0};
+    struct order_probe p = {.f = f, .tok = tok, .first = &first};
+    assert_int_equal(rtc_verifier_verify(f->v, tok, strlen(tok), on_done, &first, NULL), 0);
+    assert_int_equal(rtc_redis_command(f->redis, on_probe_ping, &p, 0, NULL, "PING"), 0);
+    run_until(&f->loop, &p.fired);
+    assert_false(p.overtook);
+    run_until(&f->loop, &p.later.done);
+    assert_true(first.done);
+    assert_int_equal(first.reason, RTC_JWT_OK);
+    assert_int_equal(p.later.reason, RTC_JWT_OK);
+    assert_true(first.seq < p.later.seq);
     free(tok);
 }
 
@@ -741,6 +804,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verifier_free_pending, vsetup_remote, vteardown),
         cmocka_unit_test_setup_teardown(test_verifier_revoked, vsetup_redis, vteardown),
         cmocka_unit_test_setup_teardown(test_verifier_coalesces_checks, vsetup_redis, vteardown),
+        cmocka_unit_test_setup_teardown(test_verifier_keeps_order, vsetup_redis_1ms, vteardown),
         cmocka_unit_test_setup_teardown(test_verifier_cancel_leader, vsetup_redis, vteardown),
         cmocka_unit_test_setup_teardown(test_verifier_redis_down, vsetup_redis, vteardown),
     };

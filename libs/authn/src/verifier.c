@@ -482,6 +482,12 @@ static cache_state cache_lookup(rtc_verifier *v, const char *token, size_t len,
 bool rtc_verifier_verify_cached(rtc_verifier *v, const char *token, size_t len,
                                 rtc_jwt_claims *claims)
 {
+    /* Answers already decided wait for the kick timer: a call answered now
+     * would overtake them (a check that just came back cached the token
+     * while the calls that waited on it are not yet told). Go the queued
+     * way meanwhile, so answers keep call order. */
+    if (v->done.head)
+        return false;
     return cache_lookup(v, token, len, claims) == CACHE_FRESH;
 }
 

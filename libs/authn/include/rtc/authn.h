@@ -105,7 +105,10 @@ void rtc_verifier_free(rtc_verifier *v);
 
 /* Synchronous fast path: true when the token is in the cache, unexpired,
  * and its revocation status is fresh; claims are copied out. false means
- * "ask rtc_verifier_verify" (not "invalid"). */
+ * "ask rtc_verifier_verify" (not "invalid"). Answers keep call order: while
+ * answers of earlier rtc_verifier_verify calls are pending, this returns
+ * false, so a caller that acts in answer order never lets a later call
+ * overtake an earlier one. */
 bool rtc_verifier_verify_cached(rtc_verifier *v, const char *token, size_t len,
                                 rtc_jwt_claims *claims);
 
