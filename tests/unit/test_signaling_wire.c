@@ -3,7 +3,7 @@
  * pub/sub wake message and mailbox entry → Event.
  *
  * Inputs are what signaling.lua and signaling.proto say they are: wakes are
- * eight netstrings, mailbox entries are (id, t, a, b) with the kinds
+ * seven netstrings, mailbox entries are (id, t, a, b) with the kinds
  * j/l/s/d/c/k. Every built Event is packed and unpacked again with
  * protobuf-c, so a field left dangling or unset shows up here and not on a
  * client. Event cases share a fixture that owns the sig_event and clears
@@ -789,11 +789,11 @@ static void test_payload_why_truncated(void **state)
 
 /* ---- wake messages -------------------------------------------------------- */
 
-/* The netstrings of f[0..7], as signaling.lua's publish() writes them. */
-static size_t put_wake(char *out, size_t cap, const sig_slice f[8])
+/* The netstrings of f[0..6], as signaling.lua's publish() writes them. */
+static size_t put_wake(char *out, size_t cap, const sig_slice f[7])
 {
     size_t n = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 7; i++) {
         int k = snprintf(out + n, cap - n, "%zu:", f[i].len);
         assert_true(k > 0 && (size_t)k < cap - n);
         n += (size_t)k;
@@ -810,23 +810,21 @@ static void assert_slice(sig_slice s, sig_slice want)
     assert_memory_equal(s.p, want.p, want.len);
 }
 
-static void assert_wake(const sig_wake *w, const sig_slice f[8])
+static void assert_wake(const sig_wake *w, const sig_slice f[7])
 {
     assert_slice(w->room, f[0]);
     assert_slice(w->part, f[1]);
     assert_slice(w->op, f[2]);
-    assert_slice(w->prev, f[3]);
-    assert_slice(w->id, f[4]);
-    assert_slice(w->t, f[5]);
-    assert_slice(w->a, f[6]);
-    assert_slice(w->b, f[7]);
+    assert_slice(w->id, f[3]);
+    assert_slice(w->t, f[4]);
+    assert_slice(w->a, f[5]);
+    assert_slice(w->b, f[6]);
 }
 
-static const sig_slice wake_fields[8] = {
+static const sig_slice wake_fields[7] = {
     {"lobby", 5},
     {"kM1v9Q2hXw_-aB3cD4eF5g", 22},
     {"e", 1},
-    {"1700000000000-0", 15},
     {"1700000000001-0", 15},
     {"d", 1},
     {"p-alice", 7},
@@ -848,13 +846,13 @@ static void test_wake_valid(void **state)
 static void test_wake_empty_fields(void **state)
 {
     (void)state;
-    /* op "x" with empty prev/id/t/a/b, and all-empty: both well formed */
-    static const char msg[] = "5:lobby4:p-aa1:x0:0:0:0:0:";
+    /* op "x" with empty id/t/a/b, and all-empty: both well formed */
+    static const char msg[] = "5:lobby4:p-aa1:x0:0:0:0:";
     sig_wake w;
     assert_int_equal(sig_wake_parse(msg, sizeof(msg) - 1, &w), 0);
     assert_slice(w.op, SL("x"));
     assert_int_equal(w.b.len, 0);
-    assert_int_equal(sig_wake_parse("0:0:0:0:0:0:0:0:", 16, &w), 0);
+    assert_int_equal(sig_wake_parse("0:0:0:0:0:0:0:", 14, &w), 0);
     assert_int_equal(w.room.len, 0);
 }
 
@@ -883,10 +881,10 @@ static void test_wake_truncated(void **state)
     }
 }
 
-static void test_wake_seven_fields(void **state)
+static void test_wake_six_fields(void **state)
 {
     (void)state;
-    static const char msg[] = "5:lobby4:p-aa1:e0:3:1-01:d1:a";
+    static const char msg[] = "5:lobby4:p-aa1:e3:1-01:d1:a";
     sig_wake w;
     assert_int_equal(sig_wake_parse(msg, sizeof(msg) - 1, &w), RTC_EPROTO);
 }
@@ -899,7 +897,7 @@ static void test_wake_extra_bytes(void **state)
     sig_wake w;
     msg[n] = 'x';
     assert_int_equal(sig_wake_parse(msg, n + 1, &w), RTC_EPROTO);
-    memcpy(msg + n, "0:", 2); /* a ninth netstring */
+    memcpy(msg + n, "0:", 2); /* an eighth netstring */
     assert_int_equal(sig_wake_parse(msg, n + 2, &w), RTC_EPROTO);
     msg[n] = '\0'; /* a trailing NUL counted in len */
     assert_int_equal(sig_wake_parse(msg, n + 1, &w), RTC_EPROTO);
@@ -910,13 +908,13 @@ static void test_wake_length_too_long(void **state)
     (void)state;
     sig_wake w;
     /* the last field claims one byte more than there is */
-    static const char m1[] = "5:lobby4:p-aa1:e0:3:1-01:d1:a6:hello";
+    static const char m1[] = "5:lobby4:p-aa1:e3:1-01:d1:a6:hello";
     assert_int_equal(sig_wake_parse(m1, sizeof(m1) - 1, &w), RTC_EPROTO);
     /* the first field claims far more than the message */
-    static const char m2[] = "999999999:lobby4:p-aa1:e0:3:1-01:d1:a5:hello";
+    static const char m2[] = "999999999:lobby4:p-aa1:e3:1-01:d1:a5:hello";
     assert_int_equal(sig_wake_parse(m2, sizeof(m2) - 1, &w), RTC_EPROTO);
     /* the first field swallows the rest: then fields are missing */
-    static const char m3[] = "34:lobby4:p-aa1:e0:3:1-01:d1:a5:hello";
+    static const char m3[] = "32:lobby4:p-aa1:e3:1-01:d1:a5:hello";
     assert_int_equal(sig_wake_parse(m3, sizeof(m3) - 1, &w), RTC_EPROTO);
 }
 
@@ -924,12 +922,12 @@ static void test_wake_ten_digit_length(void **state)
 {
     (void)state;
     sig_wake w;
-    static const char m10[] = "0000000005:lobby4:p-aa1:e0:3:1-01:d1:a5:hello";
+    static const char m10[] = "0000000005:lobby4:p-aa1:e3:1-01:d1:a5:hello";
     assert_int_equal(sig_wake_parse(m10, sizeof(m10) - 1, &w), RTC_EPROTO);
-    static const char big[] = "1000000000:x0:0:0:0:0:0:0:";
+    static const char big[] = "1000000000:x0:0:0:0:0:0:";
     assert_int_equal(sig_wake_parse(big, sizeof(big) - 1, &w), RTC_EPROTO);
     /* nine digits are still a length */
-    static const char m9[] = "000000005:lobby4:p-aa1:e0:3:1-01:d1:a5:hello";
+    static const char m9[] = "000000005:lobby4:p-aa1:e3:1-01:d1:a5:hello";
     assert_int_equal(sig_wake_parse(m9, sizeof(m9) - 1, &w), 0);
     assert_slice(w.room, SL("lobby"));
 }
@@ -938,11 +936,11 @@ static void test_wake_missing_colon(void **state)
 {
     (void)state;
     sig_wake w;
-    static const char m1[] = "5lobby4:p-aa1:e0:3:1-01:d1:a5:hello";
+    static const char m1[] = "5lobby4:p-aa1:e3:1-01:d1:a5:hello";
     assert_int_equal(sig_wake_parse(m1, sizeof(m1) - 1, &w), RTC_EPROTO);
-    static const char m2[] = "5;lobby4:p-aa1:e0:3:1-01:d1:a5:hello";
+    static const char m2[] = "5;lobby4:p-aa1:e3:1-01:d1:a5:hello";
     assert_int_equal(sig_wake_parse(m2, sizeof(m2) - 1, &w), RTC_EPROTO);
-    static const char m3[] = "5:lobby4:p-aa1:e0:3:1-01:d1:a5"; /* ends after the digits */
+    static const char m3[] = "5:lobby4:p-aa1:e3:1-01:d1:a5"; /* ends after the digits */
     assert_int_equal(sig_wake_parse(m3, sizeof(m3) - 1, &w), RTC_EPROTO);
 }
 
@@ -951,11 +949,11 @@ static void test_wake_bad_length_digits(void **state)
     (void)state;
     sig_wake w;
     static const char *const bad[] = {
-        ":lobby4:p-aa1:e0:3:1-01:d1:a5:hello",   /* no digits */
-        "-5:lobby4:p-aa1:e0:3:1-01:d1:a5:hello", /* sign */
-        "+5:lobby4:p-aa1:e0:3:1-01:d1:a5:hello",
-        " 5:lobby4:p-aa1:e0:3:1-01:d1:a5:hello", /* space */
-        "0x5:lobby4:p-aa1:e0:3:1-01:d1:a5:hello",
+        ":lobby4:p-aa1:e3:1-01:d1:a5:hello",   /* no digits */
+        "-5:lobby4:p-aa1:e3:1-01:d1:a5:hello", /* sign */
+        "+5:lobby4:p-aa1:e3:1-01:d1:a5:hello",
+        " 5:lobby4:p-aa1:e3:1-01:d1:a5:hello", /* space */
+        "0x5:lobby4:p-aa1:e3:1-01:d1:a5:hello",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(sig_wake_parse(bad[i], strlen(bad[i]), &w), RTC_EPROTO);
@@ -966,9 +964,10 @@ static void test_wake_binary_fields(void **state)
     (void)state;
     /* Fields are bytes: NUL, 0xff, ':' and digits inside a field are its
      * content, never a delimiter. */
-    const sig_slice f[8] = {
-        SL("lobby"), SL("p\0x"), SL("e"),       SL("1-0"),
-        SL("1-1"),   SL("s"),    SL("\0\0:3:"), SL("\x0a\x05\x08\x01\x12\x01\x00\xff"),
+    const sig_slice f[7] = {
+        SL("lobby"), SL("p\0x"),     SL("e"),
+        SL("1-1"),   SL("s"),        SL("\0\0:3:"),
+        SL("\x0a\x05\x08\x01\x12\x01\x00\xff"),
     };
     char msg[256];
     size_t n = put_wake(msg, sizeof(msg), f);
@@ -1344,9 +1343,8 @@ static void test_event_from_wake(void **state)
     payload x;
     uint8_t buf[1024];
     sig_slice b = pack_payload(mk_cand(&x, CAND, "0", 0, ""), buf, sizeof(buf));
-    const sig_slice f[8] = {
-        SL("lobby"),           SL("p-bob"), SL("e"),       SL("1700000000000-0"),
-        SL("1700000000009-0"), SL("s"),     SL("p-alice"), b};
+    const sig_slice f[7] = {SL("lobby"), SL("p-bob"),   SL("e"), SL("1700000000009-0"),
+                            SL("s"),     SL("p-alice"), b};
     char msg[2048];
     size_t n = put_wake(msg, sizeof(msg), f);
     sig_wake w;
@@ -1369,6 +1367,45 @@ static void test_event_id_ms_beyond_int64(void **state)
     assert_int_equal(sig_event_id_ms("9999999999999999999-0"), 0);
     assert_int_equal(sig_event_build(SL("9999999999999999999-0"), SL("d"), SL(""), SL("x"), e), 0);
     assert_int_equal(e->ev.timestamp_ms, 0);
+}
+
+static void test_event_id_after(void **state)
+{
+    (void)state;
+    assert_true(sig_event_id_after(SL("1-0"), ""));
+    assert_true(sig_event_id_after(SL("2-0"), "1-5"));
+    assert_true(sig_event_id_after(SL("1-6"), "1-5"));
+    assert_false(sig_event_id_after(SL("1-5"), "1-5"));
+    assert_false(sig_event_id_after(SL("1-4"), "1-5"));
+    assert_false(sig_event_id_after(SL("0-9"), "1-0"));
+    /* numbers, not text: 10 comes after 9 */
+    assert_true(sig_event_id_after(SL("10-0"), "9-0"));
+    assert_true(sig_event_id_after(SL("1-10"), "1-9"));
+    assert_true(sig_event_id_after(SL("18446744073709551615-18446744073709551615"),
+                                   "18446744073709551615-18446744073709551614"));
+    /* malformed on either side: never after */
+    assert_false(sig_event_id_after(SL("abc"), ""));
+    assert_false(sig_event_id_after(SL("1-"), ""));
+    assert_false(sig_event_id_after(SL(""), ""));
+    assert_false(sig_event_id_after(SL("2-0"), "x"));
+    assert_false(sig_event_id_after(SL("1-0\0"), ""));
+}
+
+static void test_nego_parse(void **state)
+{
+    (void)state;
+    sig_slice f, i, p;
+    static const char v[] = "7:p-alice15:1700000000000-0\x0a\x03\x08\x01\x12";
+    assert_int_equal(sig_nego_parse(v, sizeof(v) - 1, &f, &i, &p), 0);
+    assert_slice(f, SL("p-alice"));
+    assert_slice(i, SL("1700000000000-0"));
+    assert_slice(p, SL("\x0a\x03\x08\x01\x12"));
+    assert_int_equal(sig_nego_parse("7:p-alice", 9, &f, &i, &p), RTC_EPROTO);
+    assert_int_equal(sig_nego_parse("9:p-alice", 9, &f, &i, &p), RTC_EPROTO);
+    assert_int_equal(sig_nego_parse("", 0, &f, &i, &p), RTC_EPROTO);
+    /* an empty payload is well formed here (the caller then fails to use it) */
+    assert_int_equal(sig_nego_parse("1:a3:1-0", 8, &f, &i, &p), 0);
+    assert_int_equal(p.len, 0);
 }
 
 static void test_resume_new_refuses_other_ids(void **state)
@@ -1442,7 +1479,7 @@ int main(void)
         cmocka_unit_test(test_wake_empty_fields),
         cmocka_unit_test(test_wake_empty_message),
         cmocka_unit_test(test_wake_truncated),
-        cmocka_unit_test(test_wake_seven_fields),
+        cmocka_unit_test(test_wake_six_fields),
         cmocka_unit_test(test_wake_extra_bytes),
         cmocka_unit_test(test_wake_length_too_long),
         cmocka_unit_test(test_wake_ten_digit_length),
@@ -1471,6 +1508,8 @@ int main(void)
         EV(test_event_from_wake),
         EV(test_event_id_ms_beyond_int64),
         cmocka_unit_test(test_resume_new_refuses_other_ids),
+        cmocka_unit_test(test_event_id_after),
+        cmocka_unit_test(test_nego_parse),
     };
 #undef EV
     return cmocka_run_group_tests_name("signaling_wire", tests, NULL, NULL);

@@ -9,13 +9,13 @@ is compiled into the binary). Keys of room R share the hash tag {R}:
   rtc:{R}:members       zset   participant -> join time (ms)
   rtc:{R}:pinfo         hash   <P> Participant (protobuf bytes, opaque here),
                                <P>:s session id, <P>:pod pod holding P's
-                               stream, <P>:gen stream generation,
-                               <P>:last last event id in P's mailbox
+                               stream, <P>:gen stream generation
   rtc:{R}:sess:<S>      hash   p, id (identity), rt (resume digest), dl
                                (deadline ms), ended (reason), rw/rn (rate
                                window second / count)
   rtc:{R}:inbox:<P>     stream fields t (kind), a, b
-  rtc:{R}:nego:<P1>:<P2> hash  o / a: from, payload, event id
+  rtc:{R}:nego:<P1>:<P2>:o|a   string  netstrings of sender and event id,
+                               then the SignalPayload (P1 < P2)
   rtc:{R}:idem:<S>:<K>  string the first answer to client_msg_id K
   rtc:rooms             zset   open room ids (score 0, paged by lex)
   rtc:deadlines         zset   "s|R|S|P" and "r|R" -> deadline ms
@@ -29,10 +29,13 @@ Event kinds in a mailbox (t, a, b):
   k kicked   a = reason        (last event of the mailbox)
 
 Every mailbox append PUBLISHes to rtc:pod:<pod> of the pod holding the
-recipient's stream: netstrings of R, P, op, prev id, id, t, a, b with op
-"e" (an event; prev = the mailbox's previous last id, so the pod can tell a
-gap), "x" (the session ended: drain and finish) or "T" (another Subscribe
-took the stream over; a = its generation).
+recipient's stream: netstrings of R, P, op, id, t, a, b with op "e" (an
+event), "x" (the session ended: drain and finish) or "T" (another
+Subscribe took the stream over; a = its generation). Wakes for one mailbox
+are published in id order, and one subscriber connection receives them in
+that order, so the pod needs no more than the ids to deliver each event
+once: it reads the mailbox back whenever it may have missed a wake
+(attach, takeover, reconnect).
 
 Errors are replies "<GRPC_STATUS_NAME> message", mapped to gRPC statuses
 by the pod. ]]
@@ -58,20 +61,19 @@ local K_DEADLINES = 'rtc:deadlines'
 
 local function fail(status, msg) return redis.error_reply(status .. ' ' .. msg) end
 
-local function publish(R, P, pod, op, prev, id, t, a, b)
+local function publish(R, P, pod, op, id, t, a, b)
     if pod then
         redis.call('PUBLISH', 'rtc:pod:' .. pod,
-            ns(R) .. ns(P) .. ns(op) .. ns(prev) .. ns(id) .. ns(t) .. ns(a) .. ns(b))
+            ns(R) .. ns(P) .. ns(op) .. ns(id) .. ns(t) .. ns(a) .. ns(b))
     end
 end
 
--- Append one event to P's mailbox and wake the pod holding P's stream.
-local function append(R, P, maxlen, t, a, b)
-    local pinfo = k_pinfo(R)
-    local v = redis.call('HMGET', pinfo, P .. ':last', P .. ':pod')
+-- Append one event to P's mailbox and wake the pod holding P's stream
+-- (pod: false when no stream is held, nil to look it up).
+local function append(R, P, maxlen, t, a, b, pod)
+    if pod == nil then pod = redis.call('HGET', k_pinfo(R), P .. ':pod') end
     local id = redis.call('XADD', k_inbox(R, P), 'MAXLEN', '~', maxlen, '*', 't', t, 'a', a, 'b', b)
-    redis.call('HSET', pinfo, P .. ':last', id)
-    publish(R, P, v[2] or nil, 'e', v[1] or '', id, t, a, b)
+    publish(R, P, pod, 'e', id, t, a, b)
     return id
 end
 
@@ -123,10 +125,9 @@ local function end_session(R, P, S, reason, maxlen, last_t, last_a, now)
     if last_t then
         append(R, P, maxlen, last_t, last_a, '')
     end
-    local lastid = redis.call('HGET', pinfo, P .. ':last') or ''
-    publish(R, P, pod, 'x', '', lastid, '', '', '')
+    publish(R, P, pod, 'x', '', '', '', '')
     redis.call('ZREM', k_members(R), P)
-    redis.call('HDEL', pinfo, P, P .. ':s', P .. ':pod', P .. ':gen', P .. ':last')
+    redis.call('HDEL', pinfo, P, P .. ':s', P .. ':pod', P .. ':gen')
     redis.call('PEXPIRE', k_inbox(R, P), SESSION_GRACE_MS)
     local sess = k_sess(R, S)
     redis.call('HSET', sess, 'ended', reason)
@@ -185,6 +186,12 @@ local function rate_ok(R, S, v, limit)
     if n >= limit then return false end
     redis.call('HSET', k_sess(R, S), 'rw', w, 'rn', n + 1)
     return true
+end
+
+-- The cached offer ('o') or answer ('a') between P and Q.
+local function nego_key(R, P, Q, kind)
+    if Q < P then P, Q = Q, P end
+    return 'rtc:{' .. R .. '}:nego:' .. P .. ':' .. Q .. ':' .. kind
 end
 
 local function idem_key(R, S, cmid) return 'rtc:{' .. R .. '}:idem:' .. S .. ':' .. cmid end
@@ -272,19 +279,16 @@ local function fn_signal(keys, a)
         if prev then return {prev, 1} end
     end
     if to == P then return fail('INVALID_ARGUMENT', 'cannot signal yourself') end
-    if not redis.call('ZSCORE', k_members(R), to) then
+    local m = redis.call('HMGET', k_pinfo(R), to .. ':s', to .. ':pod')
+    if not m[1] then
         return fail('NOT_FOUND', 'participant ' .. to .. ' is not in the room')
     end
     if not rate_ok(R, S, v, tonumber(a[9])) then
         return fail('RESOURCE_EXHAUSTED', 'rate limit: ' .. a[9] .. ' messages per second')
     end
-    local id = append(R, to, a[10], 's', P, payload)
+    local id = append(R, to, a[10], 's', P, payload, m[2])
     if nego ~= '' then
-        local lo, hi = P, to
-        if hi < lo then lo, hi = hi, lo end
-        local nk = 'rtc:{' .. R .. '}:nego:' .. lo .. ':' .. hi
-        redis.call('HSET', nk, nego .. 'f', P, nego .. 'p', payload, nego .. 'i', id)
-        redis.call('PEXPIRE', nk, a[7])
+        redis.call('SET', nego_key(R, P, to, nego), ns(P) .. ns(id) .. payload, 'PX', a[7])
     end
     if ik then redis.call('SET', ik, id, 'PX', IDEM_TTL_MS) end
     return {id, 0}
@@ -357,7 +361,7 @@ local function fn_attach(keys, a)
         local old = redis.call('HGET', pinfo, P .. ':pod')
         gen = redis.call('HINCRBY', pinfo, P .. ':gen', 1)
         redis.call('HSET', pinfo, P .. ':pod', pod)
-        if old and old ~= pod then publish(R, P, old, 'T', '', '', '', tostring(gen), '') end
+        if old and old ~= pod then publish(R, P, old, 'T', '', '', tostring(gen), '') end
         touch(R, S, P, tonumber(a[6]), now_ms())
     end
     local start = '-'
@@ -383,7 +387,7 @@ local function fn_touch(keys, a)
 end
 
 --[[ rtc_negotiation: ARGV R, S, identity, peer
-     -> {of, op, oi, af, ap, ai} (false when absent) ]]
+     -> {offer, answer} as stored by rtc_signal (false when absent) ]]
 local function fn_negotiation(keys, a)
     local R, S, identity, peer = a[1], a[2], a[3], a[4]
     local v, err = session(R, S, identity, false)
@@ -392,10 +396,7 @@ local function fn_negotiation(keys, a)
     if not redis.call('ZSCORE', k_members(R), peer) then
         return fail('NOT_FOUND', 'participant ' .. peer .. ' is not in the room')
     end
-    local lo, hi = P, peer
-    if hi < lo then lo, hi = hi, lo end
-    return redis.call('HMGET', 'rtc:{' .. R .. '}:nego:' .. lo .. ':' .. hi,
-        'of', 'op', 'oi', 'af', 'ap', 'ai')
+    return redis.call('MGET', nego_key(R, P, peer, 'o'), nego_key(R, P, peer, 'a'))
 end
 
 --[[ rtc_get_room: ARGV R -> room info ]]

@@ -998,23 +998,30 @@ static void heartbeat(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud
     user_call(call, req, heartbeat_authorized);
 }
 
-/* One cached description: from, payload blob, event id. */
-static Rtc__Signaling__V1__NegotiationEntry *nego_entry(redisReply **f,
+/* One cached description as rtc_signal stores it. NULL when absent or
+ * unreadable; *p is the unpacked payload to free. */
+static Rtc__Signaling__V1__NegotiationEntry *nego_entry(const redisReply *r,
                                                         Rtc__Signaling__V1__NegotiationEntry *e,
+                                                        char *from, char *id,
                                                         Rtc__Signaling__V1__SignalPayload **p)
 {
-    size_t len;
-    const char *blob = rstr(f[1], &len);
-    if (f[0]->type != REDIS_REPLY_STRING || !len)
+    sig_slice f, i, pl;
+    *p = NULL;
+    if (r->type != REDIS_REPLY_STRING || sig_nego_parse(r->str, r->len, &f, &i, &pl) < 0 ||
+        f.len > SIG_MAX_ID || i.len > SIG_MAX_EVENT_ID)
         return NULL;
-    *p = rtc__signaling__v1__signal_payload__unpack(NULL, len, (const uint8_t *)blob);
+    *p = rtc__signaling__v1__signal_payload__unpack(NULL, pl.len, (const uint8_t *)pl.p);
     if (!*p || (*p)->kind_case != RTC__SIGNALING__V1__SIGNAL_PAYLOAD__KIND_DESCRIPTION)
         return NULL;
+    memcpy(from, f.p, f.len);
+    from[f.len] = '\0';
+    memcpy(id, i.p, i.len);
+    id[i.len] = '\0';
     rtc__signaling__v1__negotiation_entry__init(e);
-    e->from_participant_id = f[0]->str;
+    e->from_participant_id = from;
     e->description = (*p)->description;
-    e->event_id = (char *)rstr(f[2], NULL);
-    e->sent_at_ms = sig_event_id_ms(e->event_id);
+    e->event_id = id;
+    e->sent_at_ms = sig_event_id_ms(id);
     return e;
 }
 
@@ -1024,16 +1031,17 @@ static void on_negotiation(void *ud, int err, const redisReply *reply)
     o->rreq = NULL;
     if (!op_redis_ok(o, err, reply))
         return;
-    if (!reply_array(reply, 6)) {
+    if (!reply_array(reply, 2)) {
         op_fail(o, RTC_GRPC_INTERNAL, "unexpected reply from rtc_negotiation");
         return;
     }
     Rtc__Signaling__V1__GetNegotiationResponse resp =
         RTC__SIGNALING__V1__GET_NEGOTIATION_RESPONSE__INIT;
     Rtc__Signaling__V1__NegotiationEntry oe, ae;
-    Rtc__Signaling__V1__SignalPayload *op_ = NULL, *ap = NULL;
-    resp.offer = nego_entry(reply->element, &oe, &op_);
-    resp.answer = nego_entry(reply->element + 3, &ae, &ap);
+    Rtc__Signaling__V1__SignalPayload *op_, *ap;
+    char of[SIG_MAX_ID + 1], oi[SIG_MAX_EVENT_ID + 1], af[SIG_MAX_ID + 1], ai[SIG_MAX_EVENT_ID + 1];
+    resp.offer = nego_entry(reply->element[0], &oe, of, oi, &op_);
+    resp.answer = nego_entry(reply->element[1], &ae, af, ai, &ap);
     op_finish(o, RTC_GRPC_OK, NULL, &resp.base);
     if (op_)
         rtc__signaling__v1__signal_payload__free_unpacked(op_, NULL);

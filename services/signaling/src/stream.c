@@ -3,15 +3,17 @@
  * A stream starts with rtc_attach (one FCALL: check the session, make this
  * pod the one woken for it, replay the mailbox after after_event_id). It
  * is then found by room + participant when a wake message arrives on this
- * pod's pub/sub channel. A wake carries the event and the id of the
- * mailbox entry before it: when that is the last id this stream delivered,
- * the event goes out as is ("direct"); otherwise the stream reads the gap
- * with XRANGE ("fill") and ignores wakes until it has caught up (they are
- * in the stream too). The same fill runs after the attach (to catch wakes
- * that raced it), after the pub/sub link comes back, when a slow client's
- * send queue has drained, and when the session ends (then the stream
- * finishes with OK once the mailbox is drained). So each event goes out
- * once and in mailbox order, whatever was lost on the way. */
+ * pod's pub/sub channel. A wake carries the event; wakes of one mailbox
+ * arrive in id order on the one subscriber connection. While nothing is
+ * being read back, an event newer than the last one delivered goes out as
+ * is ("direct") and an older one was already sent. Whenever wakes may have
+ * been missed, the stream reads the mailbox after its last id with XRANGE
+ * ("fill") and meanwhile only notes that wakes came (they are in the
+ * stream too): after the attach (wakes that raced it), after the pub/sub
+ * link comes back (wakes published while it was down are gone), when a
+ * slow client's send queue has drained, and when the session ends (then
+ * the stream finishes with OK once the mailbox is drained). So each event
+ * goes out once and in mailbox order, whatever was lost on the way. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,11 +312,13 @@ void sig_streams_on_wake(const char *payload, size_t len)
         s->dirty = true;
         return;
     }
-    if (slice_is(w.prev, s->last) && rtc_grpc_call_pending(s->call) <= SEND_LIMIT) {
-        deliver(s, w.id, w.t, w.a, w.b, G.m_direct);
+    if (!sig_event_id_after(w.id, s->last))
+        return; /* already delivered (read back before its wake came) */
+    if (rtc_grpc_call_pending(s->call) > SEND_LIMIT) {
+        s->behind = true; /* read back once the client has caught up */
         return;
     }
-    fill(s);
+    deliver(s, w.id, w.t, w.a, w.b, G.m_direct);
 }
 
 void sig_streams_resync(void)

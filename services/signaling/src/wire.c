@@ -232,12 +232,50 @@ static int netstring(const char *msg, size_t len, size_t *pos, sig_slice *out)
 
 int sig_wake_parse(const char *msg, size_t len, sig_wake *w)
 {
-    sig_slice *f[] = {&w->room, &w->part, &w->op, &w->prev, &w->id, &w->t, &w->a, &w->b};
+    sig_slice *f[] = {&w->room, &w->part, &w->op, &w->id, &w->t, &w->a, &w->b};
     size_t pos = 0;
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         if (netstring(msg, len, &pos, f[i]) < 0)
             return RTC_EPROTO;
     return pos == len ? 0 : RTC_EPROTO;
+}
+
+int sig_nego_parse(const char *v, size_t len, sig_slice *from, sig_slice *id, sig_slice *payload)
+{
+    size_t pos = 0;
+    if (netstring(v, len, &pos, from) < 0 || netstring(v, len, &pos, id) < 0)
+        return RTC_EPROTO;
+    payload->p = v + pos;
+    payload->len = len - pos;
+    return 0;
+}
+
+/* "<ms>-<seq>" → two numbers. false when malformed. */
+static bool id_parse(const char *s, size_t len, uint64_t *ms, uint64_t *seq)
+{
+    char buf[SIG_MAX_EVENT_ID + 1];
+    if (len >= sizeof(buf) || memchr(s, '\0', len))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (!sig_valid_event_id(buf))
+        return false;
+    char *dash;
+    *ms = strtoull(buf, &dash, 10);
+    *seq = strtoull(dash + 1, NULL, 10);
+    return true;
+}
+
+bool sig_event_id_after(sig_slice id, const char *last)
+{
+    uint64_t ims, iseq, lms, lseq;
+    if (!id_parse(id.p, id.len, &ims, &iseq))
+        return false;
+    if (!*last)
+        return true;
+    if (!id_parse(last, strlen(last), &lms, &lseq))
+        return false;
+    return ims > lms || (ims == lms && iseq > lseq);
 }
 
 static bool copy_text(sig_slice s, char *out, size_t cap)

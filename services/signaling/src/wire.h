@@ -60,13 +60,21 @@ typedef struct sig_slice {
 } sig_slice;
 
 /* The pub/sub wake message (see signaling.lua): netstrings of room,
- * participant, op, prev id, id, t, a, b. */
+ * participant, op, id, t, a, b. */
 typedef struct sig_wake {
-    sig_slice room, part, op, prev, id, t, a, b;
+    sig_slice room, part, op, id, t, a, b;
 } sig_wake;
 
-/* 0 or RTC_EPROTO (anything but exactly eight well-formed netstrings). */
+/* 0 or RTC_EPROTO (anything but exactly seven well-formed netstrings). */
 int sig_wake_parse(const char *msg, size_t len, sig_wake *out);
+
+/* A cached offer/answer as rtc_signal stores it: netstrings of the sender
+ * and the event id, then the SignalPayload bytes. 0 or RTC_EPROTO. */
+int sig_nego_parse(const char *v, size_t len, sig_slice *from, sig_slice *id, sig_slice *payload);
+
+/* True when event id `id` comes after `last` in a mailbox ("" = before
+ * everything). A malformed id is never after anything. */
+bool sig_event_id_after(sig_slice id, const char *last);
 
 /* An Event built from a mailbox entry, with the storage it points into
  * (data still points into the entry's bytes: send before freeing them). */
