@@ -1461,7 +1461,9 @@ class BadInputTest(SigCase):
         self.assertEqual([p.id for p in lp.participants], [a.pid, b.pid])
         self.assertEqual(self.redis.cmd("ZCARD", "rtc:{%s}:members" % room), 2)
         pinfo = self.redis.cmd("HKEYS", "rtc:{%s}:pinfo" % room)
-        self.assertEqual({f.split(":", 1)[0] for f in pinfo}, {a.pid, b.pid},
+        # "<P>", "<P>:…" per participant and "s:<session>" per live session
+        owners = {f[2:] if f.startswith("s:") else f.split(":", 1)[0] for f in pinfo}
+        self.assertEqual(owners, {a.pid, b.pid, a.sid, b.sid},
                          "rtc:{R}:pinfo fields %s: nothing for refused Joins" % pinfo)
         sessions = self.redis_keys("rtc:{%s}:sess:*" % room)
         self.assertEqual(len(sessions), 2, "sessions: %s" % sessions)

@@ -1,6 +1,9 @@
 /* utf8.c — strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF. */
 #include "rtc/utf8.h"
 
+#include <stdint.h>
+#include <string.h>
+
 #include "rtc/error.h"
 
 size_t rtc_utf8_seq_len(const unsigned char *s, size_t len)
@@ -40,6 +43,21 @@ bool rtc_utf8_valid(const char *s, size_t len)
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
+        /* ASCII fast path (SDP and JSON are nearly all ASCII): 8 bytes at
+         * a time while none has the high bit set. */
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
         size_t n = rtc_utf8_seq_len(p + i, len - i);
         if (n == 0)
             return false;

@@ -34,7 +34,11 @@ typedef struct sig {
     rtc_apikeys *apikeys;
     char pod[65];
     char channel[80]; /* rtc:pod:<pod> */
-    char maxlen[24];  /* cfg.mailbox_size as text */
+    /* Settings as FCALL arguments, formatted once. */
+    char maxlen[24];      /* --mailbox-size */
+    char session_ttl[24]; /* --session-ttl, ms */
+    char nego_ttl[24];    /* --negotiation-ttl, ms */
+    char rate[24];        /* --rate-limit */
     bool redis_up, funcs_loaded, loading, sub_up, sub_was_up, draining;
     uv_timer_t sweep_timer, touch_timer;
     bool timers_started;

@@ -9,7 +9,10 @@ is compiled into the binary). Keys of room R share the hash tag {R}:
   rtc:{R}:members       zset   participant -> join time (ms)
   rtc:{R}:pinfo         hash   <P> Participant (protobuf bytes, opaque here),
                                <P>:s session id, <P>:pod pod holding P's
-                               stream, <P>:gen stream generation
+                               stream, <P>:gen stream generation,
+                               s:<S> "<P>|<identity>" of each live session
+                               (the hot path checks sender and recipient
+                               with one HMGET)
   rtc:{R}:sess:<S>      hash   p, id (identity), rt (resume digest), dl
                                (deadline ms), ended (reason), rw/rn (rate
                                window second / count)
@@ -48,7 +51,6 @@ local function now_ms()
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function ns(s) return #s .. ':' .. s end
 
 local function k_room(R) return 'rtc:{' .. R .. '}:room' end
 local function k_members(R) return 'rtc:{' .. R .. '}:members' end
@@ -62,9 +64,9 @@ local K_DEADLINES = 'rtc:deadlines'
 local function fail(status, msg) return redis.error_reply(status .. ' ' .. msg) end
 
 local function publish(R, P, pod, op, id, t, a, b)
-    if pod then
-        redis.call('PUBLISH', 'rtc:pod:' .. pod,
-            ns(R) .. ns(P) .. ns(op) .. ns(id) .. ns(t) .. ns(a) .. ns(b))
+    if pod then -- one concatenation: the payload is copied once
+        redis.call('PUBLISH', 'rtc:pod:' .. pod, #R .. ':' .. R .. #P .. ':' .. P .. #op .. ':' ..
+            op .. #id .. ':' .. id .. #t .. ':' .. t .. #a .. ':' .. a .. #b .. ':' .. b)
     end
 end
 
@@ -127,7 +129,7 @@ local function end_session(R, P, S, reason, maxlen, last_t, last_a, now)
     end
     publish(R, P, pod, 'x', '', '', '', '')
     redis.call('ZREM', k_members(R), P)
-    redis.call('HDEL', pinfo, P, P .. ':s', P .. ':pod', P .. ':gen')
+    redis.call('HDEL', pinfo, P, P .. ':s', P .. ':pod', P .. ':gen', 's:' .. S)
     redis.call('PEXPIRE', k_inbox(R, P), SESSION_GRACE_MS)
     local sess = k_sess(R, S)
     redis.call('HSET', sess, 'ended', reason)
@@ -147,7 +149,7 @@ end
 -- The live session S of R for `identity`: its hash fields, or an error.
 -- `allow_ended` lets Subscribe drain an ended session.
 local function session(R, S, identity, allow_ended)
-    local v = redis.call('HMGET', k_sess(R, S), 'p', 'id', 'ended', 'dl', 'rw', 'rn')
+    local v = redis.call('HMGET', k_sess(R, S), 'p', 'id', 'ended')
     if not v[1] then return nil, fail('NOT_FOUND', 'no such session (ended or never existed)') end
     if v[2] ~= identity then
         return nil, fail('PERMISSION_DENIED', 'the session belongs to another identity')
@@ -178,14 +180,28 @@ local function close_room(R, reason, maxlen, now)
 end
 
 -- Rate limit: at most `limit` calls per second per session (0 = none).
-local function rate_ok(R, S, v, limit)
+local function rate_ok(R, S, limit)
     if limit <= 0 then return true end
+    local sess = k_sess(R, S)
+    local v = redis.call('HMGET', sess, 'rw', 'rn')
     local w = math.floor(now_ms() / 1000)
     local n = 0
-    if tonumber(v[5] or '-1') == w then n = tonumber(v[6] or '0') end
+    if tonumber(v[1] or '-1') == w then n = tonumber(v[2] or '0') end
     if n >= limit then return false end
-    redis.call('HSET', k_sess(R, S), 'rw', w, 'rn', n + 1)
+    redis.call('HSET', sess, 'rw', w, 'rn', n + 1)
     return true
+end
+
+-- The hot path's session check: pinfo's s:<S> and more pinfo fields in
+-- one HMGET. Returns P and the extra values, or nil and an error.
+local function live(R, S, identity, ...)
+    local v = redis.call('HMGET', k_pinfo(R), 's:' .. S, ...)
+    if not v[1] then return nil, fail('NOT_FOUND', 'no such session (ended or never existed)') end
+    local bar = string.find(v[1], '|', 1, true)
+    if string.sub(v[1], bar + 1) ~= identity then
+        return nil, fail('PERMISSION_DENIED', 'the session belongs to another identity')
+    end
+    return string.sub(v[1], 1, bar - 1), v
 end
 
 -- The cached offer ('o') or answer ('a') between P and Q.
@@ -243,7 +259,7 @@ local function fn_join(keys, a)
         append(R, Q, maxlen, 'j', blob, '')
     end
     redis.call('ZADD', k_members(R), now, P)
-    redis.call('HSET', k_pinfo(R), P, blob, P .. ':s', S)
+    redis.call('HSET', k_pinfo(R), P, blob, P .. ':s', S, 's:' .. S, P .. '|' .. identity)
     redis.call('HSET', k_sess(R, S), 'p', P, 'id', identity, 'rt', digest)
     local dl = touch(R, S, P, ttl, now)
     redis.call('ZREM', K_DEADLINES, 'r|' .. R)
@@ -269,9 +285,8 @@ end
 local function fn_signal(keys, a)
     local R, S, identity, to, payload = a[1], a[2], a[3], a[4], a[5]
     local nego, cmid = a[6], a[8]
-    local v, err = session(R, S, identity, false)
-    if not v then return err end
-    local P = v[1]
+    local P, m = live(R, S, identity, to .. ':s', to .. ':pod')
+    if not P then return m end
     local ik
     if cmid ~= '' then
         ik = idem_key(R, S, cmid)
@@ -279,16 +294,16 @@ local function fn_signal(keys, a)
         if prev then return {prev, 1} end
     end
     if to == P then return fail('INVALID_ARGUMENT', 'cannot signal yourself') end
-    local m = redis.call('HMGET', k_pinfo(R), to .. ':s', to .. ':pod')
-    if not m[1] then
+    if not m[2] then
         return fail('NOT_FOUND', 'participant ' .. to .. ' is not in the room')
     end
-    if not rate_ok(R, S, v, tonumber(a[9])) then
+    if not rate_ok(R, S, tonumber(a[9])) then
         return fail('RESOURCE_EXHAUSTED', 'rate limit: ' .. a[9] .. ' messages per second')
     end
-    local id = append(R, to, a[10], 's', P, payload, m[2])
+    local id = append(R, to, a[10], 's', P, payload, m[3])
     if nego ~= '' then
-        redis.call('SET', nego_key(R, P, to, nego), ns(P) .. ns(id) .. payload, 'PX', a[7])
+        redis.call('SET', nego_key(R, P, to, nego), #P .. ':' .. P .. #id .. ':' .. id .. payload,
+            'PX', a[7])
     end
     if ik then redis.call('SET', ik, id, 'PX', IDEM_TTL_MS) end
     return {id, 0}
@@ -298,16 +313,15 @@ end
      maxlen -> {recipients, dup (0/1)} ]]
 local function fn_broadcast(keys, a)
     local R, S, identity, data, cmid = a[1], a[2], a[3], a[4], a[5]
-    local v, err = session(R, S, identity, false)
-    if not v then return err end
-    local P = v[1]
+    local P, err = live(R, S, identity)
+    if not P then return err end
     local ik
     if cmid ~= '' then
         ik = idem_key(R, S, cmid)
         local prev = redis.call('GET', ik)
         if prev then return {tonumber(prev), 1} end
     end
-    if not rate_ok(R, S, v, tonumber(a[6])) then
+    if not rate_ok(R, S, tonumber(a[6])) then
         return fail('RESOURCE_EXHAUSTED', 'rate limit: ' .. a[6] .. ' messages per second')
     end
     local n = 0

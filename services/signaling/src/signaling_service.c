@@ -709,8 +709,7 @@ static void join_fcall(op *o)
         return;
     }
     rtc__signaling__v1__participant__pack(&me, blob);
-    char ttl[24], defmax[24], defempty[24];
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)G.cfg.session_ttl);
+    char defmax[24], defempty[24];
     snprintf(defmax, sizeof(defmax), "%lld", (long long)G.cfg.max_participants);
     snprintf(defempty, sizeof(defempty), "%llu", (unsigned long long)G.cfg.empty_timeout);
     const char *argv[] = {o->claims.room_id,
@@ -719,7 +718,7 @@ static void join_fcall(op *o)
                           o->claims.identity,
                           (const char *)blob,
                           digest,
-                          ttl,
+                          G.session_ttl,
                           (o->claims.grants & RTC_JWT_GRANT_CREATE) ? "1" : "0",
                           defmax,
                           defempty,
@@ -824,8 +823,11 @@ static void on_relayed(void *ud, int err, const redisReply *reply)
         relay_failed(o, RTC_GRPC_INTERNAL, "unexpected reply from Redis");
     else if (reply->element[0]->type == REDIS_REPLY_INTEGER)
         o->count = reply->element[0]->integer;
+    else if (reply->element[0]->type == REDIS_REPLY_STRING &&
+             reply->element[0]->len < sizeof(o->event_id))
+        memcpy(o->event_id, reply->element[0]->str, reply->element[0]->len + 1);
     else
-        snprintf(o->event_id, sizeof(o->event_id), "%s", rstr(reply->element[0], NULL));
+        relay_failed(o, RTC_GRPC_INTERNAL, "unexpected event id from Redis");
     relay_done(o);
 }
 
@@ -922,12 +924,9 @@ static void signal_authorized(op *o)
         return;
     }
     rtc__signaling__v1__signal_payload__pack(req->payload, payload);
-    char ttl[24], rate[24];
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)G.cfg.negotiation_ttl);
-    snprintf(rate, sizeof(rate), "%lld", (long long)G.cfg.rate_limit);
     const char *argv[] = {o->claims.room_id, req->session_id, o->claims.identity,
-                          req->to_participant_id, (const char *)payload, nego, ttl,
-                          req->client_msg_id, rate, G.maxlen};
+                          req->to_participant_id, (const char *)payload, nego, G.nego_ttl,
+                          req->client_msg_id, G.rate, G.maxlen};
     size_t lens[10];
     for (size_t i = 0; i < 10; i++)
         lens[i] = i == 4 ? plen : strlen(argv[i]);
@@ -951,10 +950,8 @@ static void broadcast_authorized(op *o)
         op_fail(o, RTC_GRPC_INVALID_ARGUMENT, "data must be 1 to %d bytes", SIG_MAX_DATA);
         return;
     }
-    char rate[24];
-    snprintf(rate, sizeof(rate), "%lld", (long long)G.cfg.rate_limit);
     const char *argv[] = {o->claims.room_id, req->session_id, o->claims.identity,
-                          (const char *)req->data.data, req->client_msg_id, rate, G.maxlen};
+                          (const char *)req->data.data, req->client_msg_id, G.rate, G.maxlen};
     size_t lens[7];
     for (size_t i = 0; i < 7; i++)
         lens[i] = i == 3 ? req->data.len : strlen(argv[i]);
@@ -986,9 +983,7 @@ static void heartbeat_authorized(op *o)
     const Rtc__Signaling__V1__HeartbeatRequest *req = (const void *)o->req;
     if (!session_ok(o, req->session_id))
         return;
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)G.cfg.session_ttl);
-    const char *argv[] = {o->claims.room_id, req->session_id, o->claims.identity, ttl};
+    const char *argv[] = {o->claims.room_id, req->session_id, o->claims.identity, G.session_ttl};
     op_fcall(o, "rtc_heartbeat", 4, argv, NULL, on_heartbeat);
 }
 
@@ -1443,6 +1438,9 @@ static int setup_pod_id(void)
     }
     snprintf(G.channel, sizeof(G.channel), "rtc:pod:%s", G.pod);
     snprintf(G.maxlen, sizeof(G.maxlen), "%lld", (long long)G.cfg.mailbox_size);
+    snprintf(G.session_ttl, sizeof(G.session_ttl), "%llu", (unsigned long long)G.cfg.session_ttl);
+    snprintf(G.nego_ttl, sizeof(G.nego_ttl), "%llu", (unsigned long long)G.cfg.negotiation_ttl);
+    snprintf(G.rate, sizeof(G.rate), "%lld", (long long)G.cfg.rate_limit);
     return 0;
 }
 

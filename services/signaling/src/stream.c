@@ -82,7 +82,7 @@ static bool deliver(sig_stream *s, sig_slice id, sig_slice t, sig_slice a, sig_s
         return true;
     }
     int rc = rtc_grpc_call_send(s->call, &e.ev.base);
-    snprintf(s->last, sizeof(s->last), "%s", e.id);
+    memcpy(s->last, e.id, sizeof(s->last)); /* both SIG_MAX_EVENT_ID + 1 */
     bool terminal = e.terminal;
     sig_event_clear(&e);
     if (rc < 0) {
@@ -265,9 +265,8 @@ void sig_subscribe(rtc_grpc_call *call, const ProtobufCMessage *msg, const rtc_j
     snprintf(s->last, sizeof(s->last), "%s", req->after_event_id);
     rtc_grpc_call_on_cancel(call, on_cancel, s);
     rtc_grpc_call_on_drain(call, on_drain, s);
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)G.cfg.session_ttl);
-    const char *argv[] = {s->room, s->session, s->identity, G.pod, s->last, ttl, ATTACH_COUNT};
+    const char *argv[] = {s->room, s->session, s->identity, G.pod, s->last, G.session_ttl,
+                          ATTACH_COUNT};
     int rc = sig_fcall("rtc_attach", 7, argv, NULL, 0, on_attach, s, &s->rreq);
     if (rc < 0) {
         s->rreq = NULL;
@@ -289,7 +288,10 @@ void sig_streams_on_wake(const char *payload, size_t len)
         rtc_log(RTC_LOG_WARN, "malformed wake message ignored", NULL);
         return;
     }
-    snprintf(key, sizeof(key), "%.*s|%.*s", (int)w.room.len, w.room.p, (int)w.part.len, w.part.p);
+    memcpy(key, w.room.p, w.room.len);
+    key[w.room.len] = '|';
+    memcpy(key + w.room.len + 1, w.part.p, w.part.len);
+    key[w.room.len + 1 + w.part.len] = '\0';
     sig_stream *s;
     HASH_FIND_STR(G.streams, key, s);
     if (!s)
@@ -366,9 +368,7 @@ void sig_streams_touch(uv_timer_t *t)
     (void)t;
     if (!G.redis_up || !G.funcs_loaded || !G.streams)
         return;
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)G.cfg.session_ttl);
-    const char *argv[4 + 2 * TOUCH_BATCH] = {"FCALL", "rtc_touch", "0", ttl};
+    const char *argv[4 + 2 * TOUCH_BATCH] = {"FCALL", "rtc_touch", "0", G.session_ttl};
     size_t argc = 4;
     touch_batch *b = NULL;
     sig_stream *s, *tmp;
