@@ -292,7 +292,9 @@ class SigCase(unittest.TestCase):
             opened.append(p.subscribe(self.clients[i]))
         for pod, s in zip(self.pods, opened):
             rc = pod.stop()
-            s.wait_end(30)  # a drain ends open streams (any status)
+            # A drain ends open streams at once with UNAVAILABLE, so their
+            # clients re-subscribe on another pod.
+            self.assertEqual(s.wait_end(30), SC.UNAVAILABLE, s.details)
             text = pod.all_logs()
             tail = "\n".join(text.splitlines()[-40:])
             self.assertNotIn("Sanitizer", text, tail)
