@@ -164,7 +164,7 @@ class Redis:
     """redis-server on 127.0.0.1:<port>, no persistence. stop()/start() keep the
     port, so a test can take Redis away and bring it back."""
 
-    def __init__(self, tmpdir, name="redis"):
+    def __init__(self, tmpdir, name="redis", extra=()):
         self.exe = need_tool("redis-server", "redis-server")
         self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -172,6 +172,7 @@ class Redis:
         self.proc = None
         self.started = False
         self.url = "redis://127.0.0.1:%d" % self.port
+        self.extra = list(extra)  # more redis-server arguments (--replicaof …)
 
     def start(self, keep_port=False):
         """Start on self.port. The first start may move to another port if a
@@ -189,9 +190,10 @@ class Redis:
     def _start(self):
         self.proc = Proc([self.exe, "--bind", "127.0.0.1", "--port", str(self.port),
                           "--save", "", "--appendonly", "no", "--dir", self.dir,
+                          "--dbfilename", "dump-%d.rdb" % self.port,
                           "--daemonize", "no", "--logfile", "",
-                          "--enable-debug-command", "local"],  # DEBUG SLEEP stalls it
-                         os.path.join(self.dir, "redis.log"))
+                          "--enable-debug-command", "local"] + self.extra,  # DEBUG SLEEP
+                         os.path.join(self.dir, "redis-%d.log" % len(os.listdir(self.dir))))
 
         def up():
             if not self.proc.alive():

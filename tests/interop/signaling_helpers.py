@@ -187,30 +187,8 @@ class Pod:
 
 
 class RedisNode(H.Redis):
-    """redis-server with extra arguments (e.g. --replicaof 127.0.0.1 <port>)."""
-
-    def __init__(self, tmpdir, name="redis", extra=()):
-        super().__init__(tmpdir, name)
-        self.extra = list(extra)
-
-    def _start(self):
-        self.proc = Proc([self.exe, "--bind", "127.0.0.1", "--port", str(self.port),
-                          "--save", "", "--appendonly", "no", "--dir", self.dir,
-                          "--dbfilename", "dump-%d.rdb" % self.port,
-                          "--daemonize", "no", "--logfile", ""] + self.extra,
-                         os.path.join(self.dir, "redis-%d.log" % len(os.listdir(self.dir))))
-
-        def up():
-            if not self.proc.alive():
-                text = self.proc.log_tail()
-                exc = PortTaken if "Address already in use" in text else AssertionError
-                raise exc("redis-server exited (status %s):\n%s" % (
-                    self.proc.proc.returncode, text))
-            return self.cmd("PING") == "PONG"
-        wait_for(up, START_TIMEOUT, what="redis-server on port %d" % self.port,
-                 fatal=(PortTaken, AssertionError))
-        self.started = True
-        return self
+    """redis-server with extra arguments (e.g. --replicaof 127.0.0.1 <port>),
+    killable, with its INFO as a dict."""
 
     def kill(self):
         if self.proc:

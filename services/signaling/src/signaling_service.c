@@ -23,7 +23,7 @@
 #define ADMIN     "rtc.signaling.v1.SignalingAdmin"
 #define DAY_MS    (24ull * 3600 * 1000)
 
-extern const char sig_lua_source[];
+extern const uint8_t sig_lua_source[]; /* signaling.lua (cmake/EmbedFile.cmake) */
 extern const size_t sig_lua_source_len;
 
 sig G;
@@ -215,7 +215,7 @@ static void load_functions(void)
 {
     if (G.loading || !G.redis_up)
         return;
-    const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", sig_lua_source};
+    const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", (const char *)sig_lua_source};
     size_t lens[] = {8, 4, 7, sig_lua_source_len};
     if (rtc_redis_command_argv(G.redis, on_functions_loaded, NULL, 0, 4, argv, lens, NULL) == 0)
         G.loading = true;
@@ -301,6 +301,7 @@ static void sweep_tick(uv_timer_t *t)
 
 typedef struct op op;
 typedef void (*op_fn)(op *o);
+typedef void (*op_answer_fn)(op *o, const redisReply *reply);
 
 struct op {
     rtc_grpc_call *call;
@@ -311,6 +312,7 @@ struct op {
     rtc_jwt_claims claims;
     bool by_key; /* admin through an API key (claims unset) */
     op_fn then;  /* after the caller is known */
+    op_answer_fn answer; /* op_fcall's answer */
     const char *room; /* admin: the room the call touches ("" = none) */
     int grant;        /* admin: ADMIN_ANY, ADMIN_CREATE or ADMIN_LIST */
     /* Join */
@@ -396,10 +398,21 @@ static bool op_redis_ok(op *o, int err, const redisReply *reply)
     return false;
 }
 
-static void op_fcall(op *o, const char *name, int n, const char **argv, const size_t *lens,
-                     rtc_redis_reply_fn fn)
+static void on_fcall(void *ud, int err, const redisReply *reply)
 {
-    int rc = sig_fcall(name, n, argv, lens, 0, fn, o, &o->rreq);
+    op *o = ud;
+    o->rreq = NULL;
+    if (op_redis_ok(o, err, reply))
+        o->answer(o, reply);
+}
+
+/* FCALL name; its answer (not an error) goes to answer(o, reply), an
+ * error finishes the call. */
+static void op_fcall(op *o, const char *name, int n, const char **argv, const size_t *lens,
+                     op_answer_fn answer)
+{
+    o->answer = answer;
+    int rc = sig_fcall(name, n, argv, lens, 0, on_fcall, o, &o->rreq);
     if (rc < 0)
         op_fail(o, rc == RTC_EAGAIN ? RTC_GRPC_UNAVAILABLE : RTC_GRPC_INTERNAL, "redis: %s",
                 rtc_strerror(rc));
@@ -496,6 +509,16 @@ static void user_call(rtc_grpc_call *call, const ProtobufCMessage *req, op_fn th
         return;
     o->grant = -1;
     verify(o, tok, len);
+}
+
+/* A Signaling RPC: what it does once its caller is known. */
+typedef struct user_rpc {
+    op_fn authorized;
+} user_rpc;
+
+static void user_handler(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
+{
+    user_call(call, req, ((const user_rpc *)ud)->authorized);
 }
 
 /* SignalingAdmin: an API key with admin, or a bearer token with the grant. */
@@ -608,12 +631,8 @@ static bool reply_array(const redisReply *r, size_t min)
 
 static void join_fcall(op *o);
 
-static void on_join(void *ud, int err, const redisReply *reply)
+static void on_join(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     /* {resumed, P, blob, S, deadline, room info (5), others...} */
     if (!reply_array(reply, 10)) {
         op_fail(o, RTC_GRPC_INTERNAL, "unexpected reply from rtc_join");
@@ -765,20 +784,10 @@ static void join_authorized(op *o)
     }
 }
 
-static void join(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
-{
-    (void)ud;
-    user_call(call, req, join_authorized);
-}
-
 /* ---- Leave ------------------------------------------------------------------ */
 
-static void on_left(void *ud, int err, const redisReply *reply)
+static void on_left(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     Rtc__Signaling__V1__LeaveResponse resp = RTC__SIGNALING__V1__LEAVE_RESPONSE__INIT;
     op_finish(o, RTC_GRPC_OK, NULL, &resp.base);
 }
@@ -790,12 +799,6 @@ static void leave_authorized(op *o)
         return;
     const char *argv[] = {o->claims.room_id, req->session_id, o->claims.identity, G.maxlen};
     op_fcall(o, "rtc_leave", 4, argv, NULL, on_left);
-}
-
-static void leave(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
-{
-    (void)ud;
-    user_call(call, req, leave_authorized);
 }
 
 /* ---- Signal and Broadcast (optionally confirmed with WAIT) ------------------ */
@@ -935,12 +938,6 @@ static void signal_authorized(op *o)
         free(payload);
 }
 
-static void signal_(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
-{
-    (void)ud;
-    user_call(call, req, signal_authorized);
-}
-
 static void broadcast_authorized(op *o)
 {
     const Rtc__Signaling__V1__BroadcastRequest *req = (const void *)o->req;
@@ -959,20 +956,10 @@ static void broadcast_authorized(op *o)
     relay(o, "rtc_broadcast", 7, argv, lens);
 }
 
-static void broadcast(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
-{
-    (void)ud;
-    user_call(call, req, broadcast_authorized);
-}
-
 /* ---- Heartbeat, GetNegotiation, Subscribe ------------------------------------ */
 
-static void on_heartbeat(void *ud, int err, const redisReply *reply)
+static void on_heartbeat(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     Rtc__Signaling__V1__HeartbeatResponse resp = RTC__SIGNALING__V1__HEARTBEAT_RESPONSE__INIT;
     resp.session_expires_at_ms = rint64(reply);
     op_finish(o, RTC_GRPC_OK, NULL, &resp.base);
@@ -985,12 +972,6 @@ static void heartbeat_authorized(op *o)
         return;
     const char *argv[] = {o->claims.room_id, req->session_id, o->claims.identity, G.session_ttl};
     op_fcall(o, "rtc_heartbeat", 4, argv, NULL, on_heartbeat);
-}
-
-static void heartbeat(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
-{
-    (void)ud;
-    user_call(call, req, heartbeat_authorized);
 }
 
 /* One cached description as rtc_signal stores it. NULL when absent or
@@ -1020,12 +1001,8 @@ static Rtc__Signaling__V1__NegotiationEntry *nego_entry(const redisReply *r,
     return e;
 }
 
-static void on_negotiation(void *ud, int err, const redisReply *reply)
+static void on_negotiation(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     if (!reply_array(reply, 2)) {
         op_fail(o, RTC_GRPC_INTERNAL, "unexpected reply from rtc_negotiation");
         return;
@@ -1058,12 +1035,6 @@ static void negotiation_authorized(op *o)
     op_fcall(o, "rtc_negotiation", 4, argv, NULL, on_negotiation);
 }
 
-static void get_negotiation(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
-{
-    (void)ud;
-    user_call(call, req, negotiation_authorized);
-}
-
 static void subscribe_authorized(op *o)
 {
     rtc_grpc_call *call = o->call;
@@ -1072,12 +1043,6 @@ static void subscribe_authorized(op *o)
     rtc_grpc_call_on_cancel(call, NULL, NULL);
     free(o);
     sig_subscribe(call, req, &claims);
-}
-
-static void subscribe(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud)
-{
-    (void)ud;
-    user_call(call, req, subscribe_authorized);
 }
 
 /* ---- SignalingAdmin ------------------------------------------------------------ */
@@ -1099,12 +1064,8 @@ static bool reason_ok(op *o, const char *reason)
     return false;
 }
 
-static void on_room(void *ud, int err, const redisReply *reply)
+static void on_room(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     if (!reply_array(reply, 5)) {
         op_fail(o, RTC_GRPC_INTERNAL, "unexpected reply from Redis");
         return;
@@ -1177,12 +1138,8 @@ static void get_room(rtc_grpc_call *call, const ProtobufCMessage *msg, void *ud)
 
 #define PAGE_PREFIX "r1."
 
-static void on_rooms(void *ud, int err, const redisReply *reply)
+static void on_rooms(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     /* {more, then per room: id, max, empty, meta, created, count} */
     if (!reply_array(reply, 1) || (reply->elements - 1) % 6) {
         op_fail(o, RTC_GRPC_INTERNAL, "unexpected reply from rtc_list_rooms");
@@ -1245,12 +1202,8 @@ static void list_rooms(rtc_grpc_call *call, const ProtobufCMessage *msg, void *u
     admin_call(call, msg, "", ADMIN_LIST, list_rooms_authorized);
 }
 
-static void on_ok(void *ud, int err, const redisReply *reply)
+static void on_ok(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     const ProtobufCMessageDescriptor *d = o->req->descriptor;
     union {
         Rtc__Signaling__V1__CloseRoomResponse close;
@@ -1286,12 +1239,8 @@ static void close_room(rtc_grpc_call *call, const ProtobufCMessage *msg, void *u
         admin_call(call, msg, req->room_id, ADMIN_ANY, close_room_authorized);
 }
 
-static void on_participants(void *ud, int err, const redisReply *reply)
+static void on_participants(op *o, const redisReply *reply)
 {
-    op *o = ud;
-    o->rreq = NULL;
-    if (!op_redis_ok(o, err, reply))
-        return;
     if (reply->type != REDIS_REPLY_ARRAY) {
         op_fail(o, RTC_GRPC_INTERNAL, "unexpected reply from rtc_list_participants");
         return;
@@ -1507,37 +1456,38 @@ int rtc_signaling_service_setup(rtc_service *svc, void *ud)
         (rc = rtc_grpc_server_add_service(G.grpc,
                                           &rtc__signaling__v1__signaling_admin__descriptor)) < 0)
         return rc;
-    static const struct {
+    static const user_rpc join = {join_authorized}, leave = {leave_authorized},
+                          signal = {signal_authorized}, broadcast = {broadcast_authorized},
+                          subscribe = {subscribe_authorized}, heartbeat = {heartbeat_authorized},
+                          negotiation = {negotiation_authorized};
+    const ProtobufCServiceDescriptor *user = &rtc__signaling__v1__signaling__descriptor;
+    const ProtobufCServiceDescriptor *admin = &rtc__signaling__v1__signaling_admin__descriptor;
+    const struct {
         const ProtobufCServiceDescriptor *svc;
         const char *method;
         rtc_grpc_method_kind kind;
         rtc_grpc_handler_fn fn;
+        const user_rpc *rpc;
     } handlers[] = {
-        {&rtc__signaling__v1__signaling__descriptor, "Join", RTC_GRPC_UNARY, join},
-        {&rtc__signaling__v1__signaling__descriptor, "Leave", RTC_GRPC_UNARY, leave},
-        {&rtc__signaling__v1__signaling__descriptor, "Signal", RTC_GRPC_UNARY, signal_},
-        {&rtc__signaling__v1__signaling__descriptor, "Broadcast", RTC_GRPC_UNARY, broadcast},
-        {&rtc__signaling__v1__signaling__descriptor, "Subscribe", RTC_GRPC_SERVER_STREAMING,
-         subscribe},
-        {&rtc__signaling__v1__signaling__descriptor, "Heartbeat", RTC_GRPC_UNARY, heartbeat},
-        {&rtc__signaling__v1__signaling__descriptor, "GetNegotiation", RTC_GRPC_UNARY,
-         get_negotiation},
-        {&rtc__signaling__v1__signaling_admin__descriptor, "CreateRoom", RTC_GRPC_UNARY,
-         create_room},
-        {&rtc__signaling__v1__signaling_admin__descriptor, "GetRoom", RTC_GRPC_UNARY, get_room},
-        {&rtc__signaling__v1__signaling_admin__descriptor, "ListRooms", RTC_GRPC_UNARY,
-         list_rooms},
-        {&rtc__signaling__v1__signaling_admin__descriptor, "CloseRoom", RTC_GRPC_UNARY,
-         close_room},
-        {&rtc__signaling__v1__signaling_admin__descriptor, "ListParticipants", RTC_GRPC_UNARY,
-         list_participants},
-        {&rtc__signaling__v1__signaling_admin__descriptor, "RemoveParticipant", RTC_GRPC_UNARY,
-         remove_participant},
-        {&rtc__signaling__v1__signaling_admin__descriptor, "SendData", RTC_GRPC_UNARY, send_data},
+        {user, "Join", RTC_GRPC_UNARY, user_handler, &join},
+        {user, "Leave", RTC_GRPC_UNARY, user_handler, &leave},
+        {user, "Signal", RTC_GRPC_UNARY, user_handler, &signal},
+        {user, "Broadcast", RTC_GRPC_UNARY, user_handler, &broadcast},
+        {user, "Subscribe", RTC_GRPC_SERVER_STREAMING, user_handler, &subscribe},
+        {user, "Heartbeat", RTC_GRPC_UNARY, user_handler, &heartbeat},
+        {user, "GetNegotiation", RTC_GRPC_UNARY, user_handler, &negotiation},
+        {admin, "CreateRoom", RTC_GRPC_UNARY, create_room, NULL},
+        {admin, "GetRoom", RTC_GRPC_UNARY, get_room, NULL},
+        {admin, "ListRooms", RTC_GRPC_UNARY, list_rooms, NULL},
+        {admin, "CloseRoom", RTC_GRPC_UNARY, close_room, NULL},
+        {admin, "ListParticipants", RTC_GRPC_UNARY, list_participants, NULL},
+        {admin, "RemoveParticipant", RTC_GRPC_UNARY, remove_participant, NULL},
+        {admin, "SendData", RTC_GRPC_UNARY, send_data, NULL},
     };
     for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
         if ((rc = rtc_grpc_server_handle(G.grpc, handlers[i].svc, handlers[i].method,
-                                         handlers[i].kind, handlers[i].fn, NULL)) < 0)
+                                         handlers[i].kind, handlers[i].fn,
+                                         (void *)handlers[i].rpc)) < 0)
             return rc;
 
     uv_timer_init(G.loop, &G.sweep_timer);
