@@ -280,11 +280,8 @@ local function fn_leave(keys, a)
     return 1
 end
 
---[[ rtc_signal: ARGV R, S, identity, to, payload, nego ('o', 'a' or ''),
-     nego ttl, client_msg_id, rate limit, maxlen -> {event id, dup (0/1)} ]]
-local function fn_signal(keys, a)
-    local R, S, identity, to, payload = a[1], a[2], a[3], a[4], a[5]
-    local nego, cmid = a[6], a[8]
+-- One signal: {event id, dup (0/1)} or an error reply.
+local function signal(R, S, identity, to, payload, nego, cmid, nego_ttl, rate, maxlen)
     local P, m = live(R, S, identity, to .. ':s', to .. ':pod')
     if not P then return m end
     local ik
@@ -297,16 +294,29 @@ local function fn_signal(keys, a)
     if not m[2] then
         return fail('NOT_FOUND', 'participant ' .. to .. ' is not in the room')
     end
-    if not rate_ok(R, S, tonumber(a[9])) then
-        return fail('RESOURCE_EXHAUSTED', 'rate limit: ' .. a[9] .. ' messages per second')
+    if not rate_ok(R, S, tonumber(rate)) then
+        return fail('RESOURCE_EXHAUSTED', 'rate limit: ' .. rate .. ' messages per second')
     end
-    local id = append(R, to, a[10], 's', P, payload, m[3])
+    local id = append(R, to, maxlen, 's', P, payload, m[3])
     if nego ~= '' then
         redis.call('SET', nego_key(R, P, to, nego), #P .. ':' .. P .. #id .. ':' .. id .. payload,
-            'PX', a[7])
+            'PX', nego_ttl)
     end
     if ik then redis.call('SET', ik, id, 'PX', IDEM_TTL_MS) end
     return {id, 0}
+end
+
+--[[ rtc_signals: the Signal calls a pod received in one loop iteration,
+     in order. ARGV nego ttl, rate limit, maxlen, then 7 per signal: R, S,
+     identity, to, payload, nego ('o', 'a' or ''), client_msg_id
+     -> one result per signal: {event id, dup (0/1)} or an error ]]
+local function fn_signals(keys, a)
+    local out = {}
+    for i = 4, #a - 6, 7 do
+        out[#out + 1] = signal(a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6],
+            a[1], a[2], a[3])
+    end
+    return out
 end
 
 --[[ rtc_broadcast: ARGV R, S, identity, data, client_msg_id, rate limit,
@@ -401,7 +411,7 @@ local function fn_touch(keys, a)
 end
 
 --[[ rtc_negotiation: ARGV R, S, identity, peer
-     -> {offer, answer} as stored by rtc_signal (false when absent) ]]
+     -> {offer, answer} as stored by signal() (false when absent) ]]
 local function fn_negotiation(keys, a)
     local R, S, identity, peer = a[1], a[2], a[3], a[4]
     local v, err = session(R, S, identity, false)
@@ -528,7 +538,7 @@ end
 reg('rtc_create_room', fn_create_room)
 reg('rtc_join', fn_join)
 reg('rtc_leave', fn_leave)
-reg('rtc_signal', fn_signal)
+reg('rtc_signals', fn_signals)
 reg('rtc_broadcast', fn_broadcast)
 reg('rtc_heartbeat', fn_heartbeat)
 reg('rtc_attach', fn_attach)

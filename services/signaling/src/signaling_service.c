@@ -69,7 +69,7 @@ static const rtc_option sig_options[] = {
     {"max-sdp", RTC_OPT_SIZE, "65536", "largest SDP in bytes", &G.cfg.max_sdp, 1, 65536},
     {"rate-limit", RTC_OPT_INT, "100", "Signal + Broadcast calls per second per session (0 = none)",
      &G.cfg.rate_limit, 0, 1000000},
-    {"mailbox-size", RTC_OPT_INT, "1000", "events kept per participant mailbox (approximate)",
+    {"mailbox-size", RTC_OPT_INT, "256", "events kept per participant mailbox (approximate)",
      &G.cfg.mailbox_size, 10, 1000000},
     {"negotiation-ttl", RTC_OPT_DURATION, "10m", "how long GetNegotiation keeps an offer/answer",
      &G.cfg.negotiation_ttl, 1000, (int64_t)DAY_MS},
@@ -327,11 +327,21 @@ struct op {
     int64_t count;
     bool short_wait;
     bool broadcast;
+    /* Signal: waiting in (or sent with) a batch */
+    struct relay_batch *batch;
+    size_t slot;
+    uint8_t *payload; /* packed SignalPayload */
+    size_t plen;
+    const char *nego;
 };
+
+static void batch_forget(op *o);
 
 static void op_cancel(rtc_grpc_call *call, void *ud)
 {
     op *o = ud;
+    batch_forget(o);
+    free(o->payload);
     if (o->vreq)
         rtc_verifier_req_cancel(o->vreq);
     if (o->rreq)
@@ -373,6 +383,7 @@ static void op_finish(op *o, int status, const char *msg, const ProtobufCMessage
         rtc_grpc_call_finish(call, status, msg);
     if (o->ice)
         rtc__auth__v1__get_ice_servers_response__free_unpacked(o->ice, NULL);
+    free(o->payload);
     free(o);
 }
 
@@ -834,18 +845,15 @@ static void on_relayed(void *ud, int err, const redisReply *reply)
     relay_done(o);
 }
 
+static const char *wait_failure(int err, const redisReply *reply, bool *short_wait);
+
 static void on_waited(void *ud, int err, const redisReply *reply)
 {
     op *o = ud;
     o->wreq = NULL;
-    if (err || reply->type != REDIS_REPLY_INTEGER)
-        relay_failed(o, RTC_GRPC_UNAVAILABLE, "redis: WAIT failed; retry with the same client_msg_id");
-    else if (reply->integer < G.cfg.wait_replicas) {
-        o->short_wait = true;
-        relay_failed(o, RTC_GRPC_UNAVAILABLE,
-                     "not confirmed by the Redis replicas in time; retry with the same "
-                     "client_msg_id");
-    }
+    const char *why = wait_failure(err, reply, &o->short_wait);
+    if (why)
+        relay_failed(o, RTC_GRPC_UNAVAILABLE, why);
     relay_done(o);
 }
 
@@ -870,6 +878,29 @@ static void relay_done(op *o)
     op_finish(o, RTC_GRPC_OK, NULL, &resp.base);
 }
 
+/* WAIT --wait-replicas --wait-timeout, right behind a write on the same
+ * connection. 0 or the error of rtc_redis_command. */
+static int send_wait(rtc_redis_reply_fn fn, void *ud, rtc_redis_req **req)
+{
+    char nrep[24], ms[24];
+    snprintf(nrep, sizeof(nrep), "%lld", (long long)G.cfg.wait_replicas);
+    snprintf(ms, sizeof(ms), "%llu", (unsigned long long)G.cfg.wait_timeout);
+    return rtc_redis_command(G.redis, fn, ud, G.cfg.wait_timeout + G.cfg.redis_timeout, req,
+                             "WAIT %s %s", nrep, ms);
+}
+
+/* The outcome of a WAIT: NULL when enough replicas confirmed, else why. */
+static const char *wait_failure(int err, const redisReply *reply, bool *short_wait)
+{
+    if (err || reply->type != REDIS_REPLY_INTEGER)
+        return "redis: WAIT failed; retry with the same client_msg_id";
+    if (reply->integer < G.cfg.wait_replicas) {
+        *short_wait = true;
+        return "not confirmed by the Redis replicas in time; retry with the same client_msg_id";
+    }
+    return NULL;
+}
+
 /* FCALL, then (with --wait-replicas) WAIT on the same connection, both
  * sent at once. */
 static void relay(op *o, const char *fn, int n, const char **argv, const size_t *lens)
@@ -882,15 +913,185 @@ static void relay(op *o, const char *fn, int n, const char **argv, const size_t 
         return;
     }
     if (G.cfg.wait_replicas > 0) {
-        char nrep[24], ms[24];
-        snprintf(nrep, sizeof(nrep), "%lld", (long long)G.cfg.wait_replicas);
-        snprintf(ms, sizeof(ms), "%llu", (unsigned long long)G.cfg.wait_timeout);
-        if (rtc_redis_command(G.redis, on_waited, o, G.cfg.wait_timeout + G.cfg.redis_timeout,
-                              &o->wreq, "WAIT %s %s", nrep, ms) == 0)
+        if (send_wait(on_waited, o, &o->wreq) == 0)
             o->waiting++;
         else
             relay_failed(o, RTC_GRPC_UNAVAILABLE, "redis: WAIT could not be sent");
     }
+}
+
+/* ---- the Signal batch -------------------------------------------------------
+ *
+ * Signals checked during one loop iteration leave together, in arrival
+ * order, as one FCALL rtc_signals (plus one WAIT with --wait-replicas) when
+ * the iteration's I/O is done (a uv_check handle). Redis then parses one
+ * command and enters Lua once for all of them; each signal is still its
+ * own atomic change with its own answer, and a session's signals keep
+ * their order. A call cancelled meanwhile only leaves an empty slot. */
+
+#define BATCH_MAX 64
+
+typedef struct relay_batch {
+    size_t n;       /* slots used */
+    int pending;    /* replies still expected: FCALL, WAIT */
+    op *ops[BATCH_MAX];
+    const char *wait_fail; /* static text, or NULL */
+    bool short_wait;
+} relay_batch;
+
+static relay_batch *open_batch;
+static uv_check_t batch_check;
+static bool batch_check_ready;
+
+static void batch_forget(op *o)
+{
+    if (o->batch)
+        o->batch->ops[o->slot] = NULL;
+    o->batch = NULL;
+}
+
+/* Both replies are in: answer every call still waiting. */
+static void batch_done(relay_batch *b)
+{
+    if (--b->pending > 0)
+        return;
+    if (b->short_wait)
+        rtc_metric_inc(G.m_wait_short, 1);
+    for (size_t i = 0; i < b->n; i++) {
+        op *o = b->ops[i];
+        if (!o)
+            continue;
+        o->batch = NULL;
+        if (b->wait_fail)
+            relay_failed(o, RTC_GRPC_UNAVAILABLE, b->wait_fail);
+        o->waiting = 1;
+        relay_done(o);
+    }
+    free(b);
+}
+
+static void on_batch(void *ud, int err, const redisReply *reply)
+{
+    relay_batch *b = ud;
+    int status;
+    const char *msg;
+    bool whole = sig_redis_failed(err, reply, &status, &msg);
+    if (!whole && (reply->type != REDIS_REPLY_ARRAY || reply->elements != b->n)) {
+        whole = true;
+        status = RTC_GRPC_INTERNAL;
+        msg = "unexpected reply from rtc_signals";
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        op *o = b->ops[i];
+        if (!o)
+            continue;
+        if (whole) {
+            relay_failed(o, status, msg);
+            continue;
+        }
+        const redisReply *r = reply->element[i];
+        if (sig_redis_failed(0, r, &status, &msg))
+            relay_failed(o, status, msg);
+        else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                 r->element[0]->type == REDIS_REPLY_STRING &&
+                 r->element[0]->len < sizeof(o->event_id))
+            memcpy(o->event_id, r->element[0]->str, r->element[0]->len + 1);
+        else
+            relay_failed(o, RTC_GRPC_INTERNAL, "unexpected reply from rtc_signals");
+    }
+    batch_done(b);
+}
+
+static void on_batch_wait(void *ud, int err, const redisReply *reply)
+{
+    relay_batch *b = ud;
+    b->wait_fail = wait_failure(err, reply, &b->short_wait);
+    batch_done(b);
+}
+
+static void batch_send(relay_batch *b)
+{
+    if (b == open_batch)
+        open_batch = NULL;
+    const char *argv[3 + 3 + 7 * BATCH_MAX];
+    size_t lens[3 + 3 + 7 * BATCH_MAX];
+    size_t argc = 0;
+    const char *head[] = {"FCALL", "rtc_signals", "0", G.nego_ttl, G.rate, G.maxlen};
+    for (size_t i = 0; i < 6; i++) {
+        argv[argc] = head[i];
+        lens[argc++] = strlen(head[i]);
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        op *o = b->ops[i];
+        if (!o)
+            continue;
+        const Rtc__Signaling__V1__SignalRequest *req = (const void *)o->req;
+        const char *f[] = {o->claims.room_id,      req->session_id,      o->claims.identity,
+                           req->to_participant_id, (const char *)o->payload, o->nego,
+                           req->client_msg_id};
+        for (size_t k = 0; k < 7; k++) {
+            argv[argc] = f[k];
+            lens[argc++] = k == 4 ? o->plen : strlen(f[k]);
+        }
+    }
+    /* Slots of calls cancelled before sending are dropped: renumber. */
+    size_t used = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->ops[i]) {
+            b->ops[used] = b->ops[i];
+            b->ops[used]->slot = used;
+            used++;
+        }
+    b->n = used;
+    if (used == 0) {
+        free(b);
+        return;
+    }
+    b->pending = 1;
+    int rc = rtc_redis_command_argv(G.redis, on_batch, b, 0, (int)argc, argv, lens, NULL);
+    if (rc < 0) {
+        b->pending = 0;
+        for (size_t i = 0; i < b->n; i++)
+            if (b->ops[i])
+                relay_failed(b->ops[i], rc == RTC_EAGAIN ? RTC_GRPC_UNAVAILABLE
+                                                         : RTC_GRPC_INTERNAL,
+                             rtc_strerror(rc));
+        b->pending = 1;
+        batch_done(b);
+        return;
+    }
+    if (G.cfg.wait_replicas > 0) {
+        if (send_wait(on_batch_wait, b, NULL) == 0)
+            b->pending++;
+        else
+            b->wait_fail = "redis: WAIT could not be sent";
+    }
+}
+
+static void on_batch_check(uv_check_t *h)
+{
+    uv_check_stop(h);
+    if (open_batch)
+        batch_send(open_batch);
+}
+
+/* Queue a checked Signal (o->payload packed) for this iteration's batch. */
+static void batch_add(op *o)
+{
+    if (!open_batch) {
+        open_batch = calloc(1, sizeof(*open_batch));
+        if (!open_batch) {
+            op_fail(o, RTC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        uv_check_start(&batch_check, on_batch_check);
+    }
+    relay_batch *b = open_batch;
+    o->batch = b;
+    o->slot = b->n;
+    b->ops[b->n++] = o;
+    if (b->n == BATCH_MAX)
+        batch_send(b);
 }
 
 static bool client_msg_id_ok(op *o, const char *id)
@@ -920,22 +1121,15 @@ static void signal_authorized(op *o)
         op_fail(o, RTC_GRPC_INVALID_ARGUMENT, "%s", why);
         return;
     }
-    size_t plen = rtc__signaling__v1__signal_payload__get_packed_size(req->payload);
-    uint8_t stackbuf[2048], *payload = plen <= sizeof(stackbuf) ? stackbuf : malloc(plen);
-    if (!payload) {
+    o->plen = rtc__signaling__v1__signal_payload__get_packed_size(req->payload);
+    o->payload = malloc(o->plen ? o->plen : 1);
+    if (!o->payload) {
         op_fail(o, RTC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    rtc__signaling__v1__signal_payload__pack(req->payload, payload);
-    const char *argv[] = {o->claims.room_id, req->session_id, o->claims.identity,
-                          req->to_participant_id, (const char *)payload, nego, G.nego_ttl,
-                          req->client_msg_id, G.rate, G.maxlen};
-    size_t lens[10];
-    for (size_t i = 0; i < 10; i++)
-        lens[i] = i == 4 ? plen : strlen(argv[i]);
-    relay(o, "rtc_signal", 10, argv, lens);
-    if (payload != stackbuf)
-        free(payload);
+    rtc__signaling__v1__signal_payload__pack(req->payload, o->payload);
+    o->nego = nego;
+    batch_add(o);
 }
 
 static void broadcast_authorized(op *o)
@@ -1490,6 +1684,8 @@ int rtc_signaling_service_setup(rtc_service *svc, void *ud)
                                          (void *)handlers[i].rpc)) < 0)
             return rc;
 
+    uv_check_init(G.loop, &batch_check);
+    batch_check_ready = true;
     uv_timer_init(G.loop, &G.sweep_timer);
     uv_timer_init(G.loop, &G.touch_timer);
     G.timers_started = true;
@@ -1521,6 +1717,12 @@ void rtc_signaling_service_cleanup(rtc_service *svc, void *ud)
     (void)svc;
     (void)ud;
     sig_streams_close_all();
+    if (batch_check_ready) {
+        uv_close((uv_handle_t *)&batch_check, NULL);
+        batch_check_ready = false;
+    }
+    free(open_batch); /* its calls were all cancelled by the drain */
+    open_batch = NULL;
     if (G.timers_started) {
         uv_close((uv_handle_t *)&G.sweep_timer, NULL);
         uv_close((uv_handle_t *)&G.touch_timer, NULL);
