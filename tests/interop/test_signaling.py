@@ -1659,6 +1659,9 @@ class MailboxTrimTest(SigCase):
         s1 = b.subscribe(self.p2, after=evs[0].id)
         s1.wait(lambda got: len(got) >= len(evs) - 1, what="the retained rest")
         s2 = b.subscribe(self.p2, after=ids[-1])
+        # s2 takes the session's stream over: s1 ends ABORTED (the marker
+        # below is sent only then, so it can only reach s2).
+        self.assertEqual(s1.wait_end(), SC.ABORTED, s1.details)
         mark = self.marker(a, self.p1, s2, b.pid, "new")
         self.assertEqual([e.id for e in s1.evs()], [e.id for e in evs[1:]])
         self.assertEqual([e.id for e in s2.evs()], [mark])

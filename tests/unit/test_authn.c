@@ -713,8 +713,8 @@ static void on_probe_ping(void *ud, int err, const redisReply *reply)
     rtc_jwt_claims c;
     if (!p->first->done && rtc_verifier_verify_cached(p->f->v, p->tok, strlen(p->tok), &c))
         p->overtook = true;
-    assert_int_equal(
-        rtc_verifier_verify(p->f->v, p->tok, strlen(p->tok), on_done, &p->later, NULL), 0);
+    assert_int_equal(rtc_verifier_verify(p->f->v, p->tok, strlen(p->tok), on_done, &p->later, NULL),
+                     0);
 }
 
 /* A call whose revocation check went to Redis is answered before any call

@@ -822,12 +822,9 @@ static void assert_wake(const sig_wake *w, const sig_slice f[7])
 }
 
 static const sig_slice wake_fields[7] = {
-    {"lobby", 5},
-    {"kM1v9Q2hXw_-aB3cD4eF5g", 22},
-    {"e", 1},
-    {"1700000000001-0", 15},
-    {"d", 1},
-    {"p-alice", 7},
+    {"lobby", 5}, {"kM1v9Q2hXw_-aB3cD4eF5g", 22},
+    {"e", 1},     {"1700000000001-0", 15},
+    {"d", 1},     {"p-alice", 7},
     {"hello", 5},
 };
 
@@ -951,8 +948,7 @@ static void test_wake_bad_length_digits(void **state)
     static const char *const bad[] = {
         ":lobby4:p-aa1:e3:1-01:d1:a5:hello",   /* no digits */
         "-5:lobby4:p-aa1:e3:1-01:d1:a5:hello", /* sign */
-        "+5:lobby4:p-aa1:e3:1-01:d1:a5:hello",
-        " 5:lobby4:p-aa1:e3:1-01:d1:a5:hello", /* space */
+        "+5:lobby4:p-aa1:e3:1-01:d1:a5:hello",  " 5:lobby4:p-aa1:e3:1-01:d1:a5:hello", /* space */
         "0x5:lobby4:p-aa1:e3:1-01:d1:a5:hello",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -965,8 +961,12 @@ static void test_wake_binary_fields(void **state)
     /* Fields are bytes: NUL, 0xff, ':' and digits inside a field are its
      * content, never a delimiter. */
     const sig_slice f[7] = {
-        SL("lobby"), SL("p\0x"),     SL("e"),
-        SL("1-1"),   SL("s"),        SL("\0\0:3:"),
+        SL("lobby"),
+        SL("p\0x"),
+        SL("e"),
+        SL("1-1"),
+        SL("s"),
+        SL("\0\0:3:"),
         SL("\x0a\x05\x08\x01\x12\x01\x00\xff"),
     };
     char msg[256];

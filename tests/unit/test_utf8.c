@@ -42,9 +42,9 @@ static void test_every_position(void **state)
         size_t n;
         bool valid;
     } inserts[] = {
-        {"\xff", 1, false},         {"\x80", 1, false},         {"\xc3", 1, false},
-        {"\xc3\xa9", 2, true},      {"\xe2\x82\xac", 3, true},  {"\xf0\x9f\x98\x80", 4, true},
-        {"\xc0\xaf", 2, false},     {"\xed\xa0\x80", 3, false}, {"\xf4\x90\x80\x80", 4, false},
+        {"\xff", 1, false},     {"\x80", 1, false},         {"\xc3", 1, false},
+        {"\xc3\xa9", 2, true},  {"\xe2\x82\xac", 3, true},  {"\xf0\x9f\x98\x80", 4, true},
+        {"\xc0\xaf", 2, false}, {"\xed\xa0\x80", 3, false}, {"\xf4\x90\x80\x80", 4, false},
         {"\x00", 1, true},
     };
     char buf[48];

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "rtc/auth/v1/auth.pb-c.h"
 #include "rtc/authn.h"
 #include "rtc/grpc.h"
 #include "rtc/metrics.h"
@@ -49,6 +50,101 @@ typedef struct sig {
 } sig;
 
 extern sig G;
+
+/* ---- one RPC (call.c) ------------------------------------------------------ */
+
+typedef struct sig_op sig_op;
+typedef void (*sig_op_fn)(sig_op *o);
+typedef void (*sig_op_answer_fn)(sig_op *o, const redisReply *reply);
+
+struct sig_op {
+    rtc_grpc_call *call;
+    const ProtobufCMessage *req;
+    rtc_verifier_req *vreq;
+    rtc_redis_req *rreq, *wreq;
+    rtc_grpc_client_call *ice_call;
+    rtc_jwt_claims claims;
+    bool by_key;             /* admin through an API key (claims unset) */
+    sig_op_fn then;          /* after the caller is known */
+    sig_op_answer_fn answer; /* sig_op_fcall's answer */
+    const char *room;        /* admin: the room the call touches ("" = none) */
+    int grant;               /* admin: ADMIN_ANY, ADMIN_CREATE or ADMIN_LIST */
+    /* Join */
+    Rtc__Auth__V1__GetIceServersResponse *ice;
+    char session[SIG_SESSION_LEN + 1];
+    char resume[128];
+    /* Signal / Broadcast with --wait-replicas */
+    int waiting;     /* replies still expected */
+    int fail_status; /* first failure */
+    char fail_msg[300];
+    char event_id[SIG_MAX_EVENT_ID + 1];
+    int64_t count;
+    bool short_wait;
+    bool broadcast;
+    /* Signal: waiting in (or sent with) a batch */
+    struct relay_batch *batch;
+    size_t slot;
+    uint8_t *payload; /* packed SignalPayload */
+    size_t plen;
+    const char *nego;
+};
+
+/* What SignalingAdmin RPCs need of a bearer token (an API key with admin
+ * passes them all). */
+enum { ADMIN_ANY, ADMIN_CREATE, ADMIN_LIST };
+
+/* A Signaling RPC: what it does once its caller is known. Registered with
+ * sig_user_handler and a pointer to one of these as user data. */
+typedef struct sig_user_rpc {
+    sig_op_fn authorized;
+} sig_user_rpc;
+
+/* A Signaling call: a bearer token with the join grant and a room, then
+ * ud's authorized(op). */
+void sig_user_handler(rtc_grpc_call *call, const ProtobufCMessage *req, void *ud);
+/* A SignalingAdmin call on room ("" = none): an API key with admin, or a
+ * bearer token with the grant; then then(op). */
+void sig_admin_call(rtc_grpc_call *call, const ProtobufCMessage *req, const char *room, int grant,
+                    sig_op_fn then);
+/* The call's session id, checked against the token's room; false = the call
+ * was finished. */
+bool sig_session_ok(sig_op *o, const char *sid);
+
+sig_op *sig_op_new(rtc_grpc_call *call, const ProtobufCMessage *req, sig_op_fn then);
+/* Finish with status/msg, or reply with resp when status is OK and resp is
+ * set (resp may point into o); frees o. */
+void sig_op_finish(sig_op *o, int status, const char *msg, const ProtobufCMessage *resp);
+void sig_op_fail(sig_op *o, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Check a Redis outcome; on failure finish the call and return false. */
+bool sig_op_redis_ok(sig_op *o, int err, const redisReply *reply);
+/* FCALL name; its answer (not an error) goes to answer(o, reply), an error
+ * finishes the call. */
+void sig_op_fcall(sig_op *o, const char *name, int n, const char **argv, const size_t *lens,
+                  sig_op_answer_fn answer);
+
+/* Reading replies. */
+const char *sig_rstr(const redisReply *r, size_t *len); /* "" unless a string */
+int64_t sig_rint64(const redisReply *r);                /* integer or numeric string */
+bool sig_reply_array(const redisReply *r, size_t min);
+/* info = {max, empty, meta, created, count} from signaling.lua. */
+void sig_room_from(redisReply **info, const char *id, Rtc__Signaling__V1__Room *room,
+                   Rtc__Signaling__V1__RoomSettings *st);
+/* Unpack Participant blobs r[0..n) (free with sig_free_participants); NULL
+ * on failure. */
+Rtc__Signaling__V1__Participant **sig_participants_from(redisReply **r, size_t n);
+void sig_free_participants(Rtc__Signaling__V1__Participant **v, size_t n);
+
+/* ---- Signal and Broadcast (relay.c), SignalingAdmin (admin.c) ---------------- */
+
+void sig_signal_authorized(sig_op *o);
+void sig_broadcast_authorized(sig_op *o);
+/* A cancelled Signal leaves its batch (its slot is skipped). */
+void sig_batch_forget(sig_op *o);
+void sig_relay_init(void);
+void sig_relay_close(void);
+int sig_admin_register(void);
+
+/* ---- Redis (signaling_service.c) ---------------------------------------------- */
 
 /* Map a Redis outcome to a gRPC status + message, for replies that are
  * errors (err != 0 or an error reply). Returns false when the reply is a

@@ -24,17 +24,17 @@
 #include "rtc/log.h"
 #include "sig.h"
 
-#define FILL_COUNT  "64"     /* mailbox entries per XRANGE */
+#define FILL_COUNT   "64" /* mailbox entries per XRANGE */
 #define ATTACH_COUNT "64"
-#define SEND_LIMIT  (256 * 1024) /* queued bytes beyond which a stream reads back later */
-#define TOUCH_BATCH 100      /* sessions per rtc_touch */
+#define SEND_LIMIT   (256 * 1024) /* queued bytes beyond which a stream reads back later */
+#define TOUCH_BATCH  100          /* sessions per rtc_touch */
 
 struct sig_stream {
     UT_hash_handle hh;
     char key[128 + 1 + SIG_MAX_ID + 1]; /* "<room>|<participant>" */
     rtc_grpc_call *call;
     rtc_redis_req *rreq; /* attach or fill in flight */
-    char room[128]; /* as rtc_jwt_claims.room_id; at most 64 bytes used */
+    char room[128];      /* as rtc_jwt_claims.room_id; at most 64 bytes used */
     char part[SIG_MAX_ID + 1];
     char session[SIG_SESSION_LEN + 1];
     char identity[129];
@@ -70,8 +70,8 @@ static bool deliver(sig_stream *s, sig_slice id, sig_slice t, sig_slice a, sig_s
     sig_event e;
     if (sig_event_build(id, t, a, b, &e) < 0) {
         /* Only this service writes mailboxes: log and skip the entry. */
-        rtc_log(RTC_LOG_ERROR, "undecodable mailbox entry skipped", "room", s->room,
-                "participant", s->part, NULL);
+        rtc_log(RTC_LOG_ERROR, "undecodable mailbox entry skipped", "room", s->room, "participant",
+                s->part, NULL);
         char idbuf[SIG_MAX_EVENT_ID + 1];
         if (id.len < sizeof(idbuf)) {
             memcpy(idbuf, id.p, id.len);
@@ -265,8 +265,8 @@ void sig_subscribe(rtc_grpc_call *call, const ProtobufCMessage *msg, const rtc_j
     snprintf(s->last, sizeof(s->last), "%s", req->after_event_id);
     rtc_grpc_call_on_cancel(call, on_cancel, s);
     rtc_grpc_call_on_drain(call, on_drain, s);
-    const char *argv[] = {s->room, s->session, s->identity, G.pod, s->last, G.session_ttl,
-                          ATTACH_COUNT};
+    const char *argv[] = {s->room, s->session,    s->identity, G.pod,
+                          s->last, G.session_ttl, ATTACH_COUNT};
     int rc = sig_fcall("rtc_attach", 7, argv, NULL, 0, on_attach, s, &s->rreq);
     if (rc < 0) {
         s->rreq = NULL;

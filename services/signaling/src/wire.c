@@ -141,8 +141,8 @@ int sig_resume_parse(const char *token, char *session_id, char digest[65])
 
 #define WHY(...) (snprintf(why, whylen, __VA_ARGS__), RTC_EINVAL)
 
-int sig_payload_check(const Rtc__Signaling__V1__SignalPayload *p, size_t max_sdp,
-                      const char **nego, char *why, size_t whylen)
+int sig_payload_check(const Rtc__Signaling__V1__SignalPayload *p, size_t max_sdp, const char **nego,
+                      char *why, size_t whylen)
 {
     *nego = "";
     if (!p)

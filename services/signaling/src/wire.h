@@ -10,9 +10,9 @@
 
 #include "rtc/signaling/v1/signaling.pb-c.h"
 
-#define SIG_MAX_ID       64  /* participant / session ids, client_msg_id (proto) */
+#define SIG_MAX_ID       64 /* participant / session ids, client_msg_id (proto) */
 #define SIG_MAX_ROOM     64
-#define SIG_MAX_EVENT_ID 41  /* "<20 digits>-<20 digits>" */
+#define SIG_MAX_EVENT_ID 41 /* "<20 digits>-<20 digits>" */
 #define SIG_MAX_META     4096
 #define SIG_MAX_DATA     16384
 #define SIG_MAX_CAND     1024
@@ -50,8 +50,8 @@ int sig_resume_parse(const char *token, char *session_id, char digest[65]);
  * configured SDP limit. On success *nego is "o" (offer), "a" (answer or
  * pranswer) or "" (nothing to cache). On failure why says what is wrong.
  * 0 or RTC_EINVAL. */
-int sig_payload_check(const Rtc__Signaling__V1__SignalPayload *p, size_t max_sdp,
-                      const char **nego, char *why, size_t whylen);
+int sig_payload_check(const Rtc__Signaling__V1__SignalPayload *p, size_t max_sdp, const char **nego,
+                      char *why, size_t whylen);
 
 /* A byte slice into someone else's buffer. */
 typedef struct sig_slice {
