@@ -31,7 +31,8 @@ sig G;
 
 static const rtc_option sig_options[] = {
     {"redis", RTC_OPT_STRING, "redis://127.0.0.1:6379",
-     "Redis: redis://[user:pass@]HOST:PORT[/db] (with --sentinels only user, password, db count)",
+     "Redis: redis://[user:pass@]HOST:PORT[/db] (with --sentinels only its user, password and db "
+     "are used)",
      &G.cfg.redis, 0, 0},
     {"sentinels", RTC_OPT_STRING, NULL, "Redis Sentinels host:port,… (the primary is found there)",
      &G.cfg.sentinels, 0, 0},
