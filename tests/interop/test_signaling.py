@@ -1645,6 +1645,38 @@ class MailboxTrimTest(SigCase):
                                     "trimmed: XLEN %d>) on %s" % (k, xlen, cl.name))
                 self.assertTrue(e.details())
 
+    def test_slow_reader_sees_no_gap(self):
+        """A reader that falls behind while its mailbox (10 events here) is
+        trimmed gets every event in order up to some point and then
+        OUT_OF_RANGE, or everything: never a silent gap."""
+        pb = self.pb
+        room = self.room()
+        a = self.peer("alice", room, ("join", "create"))
+        b = self.peer("bob", room)
+        a.join(self.p1)
+        b.join(self.p2)
+        call = self.p2.stream(pb.SubscribeRequest(session_id=b.sid), b.md,
+                              timeout=H.RPC_TIMEOUT * 3)
+        a.send_data(self.p1, b.pid, b"start")
+        self.assertEqual(next(call).signal.payload.data, b"start")
+        n = 300
+        pad = b"x" * 16000  # 300 x 16 kB: more than the stream's flow-control window
+        for i in range(n):
+            a.send_data(self.clients[i % 2], b.pid, b"%04d" % i + pad)
+        got, status = [], SC.OK
+        try:
+            for ev in call:
+                got.append(int(ev.signal.payload.data[:4]))
+                if len(got) == n:
+                    call.cancel()
+                    break
+        except grpc.RpcError as e:
+            status = e.code()
+        self.assertEqual(got, list(range(len(got))), "events in order, none missing")
+        figure("slow reader", "%d of %d events, then %s" % (len(got), n, status.name))
+        if len(got) < n:
+            self.assertEqual(status, SC.OUT_OF_RANGE, "a gap must be reported, not skipped")
+
     def test_retained_events(self):
         a, b, ids, xlen = self.fill()
         # From the start: what is retained, ending with the last one, in order.

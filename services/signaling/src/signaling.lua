@@ -357,6 +357,34 @@ local function older(x, y) -- stream id x < y
     return xm < ym or (xm == ym and xs < ys)
 end
 
+-- True when events after `after` may have been trimmed (MAXLEN) from the
+-- mailbox: something was dropped and `after` is older than the first entry
+-- kept (conservatively also when exactly `after` was the last one dropped).
+local function dropped_after(inbox, after)
+    if after == '' or redis.call('EXISTS', inbox) == 0 then return false end
+    local info, f = redis.call('XINFO', 'STREAM', inbox), {}
+    for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+    local first = f['first-entry']
+    return tonumber(f['entries-added']) > tonumber(f['length']) and first ~= nil and
+        first ~= false and older(after, first[1])
+end
+
+local function out_of_range(after)
+    return fail('OUT_OF_RANGE', 'events after ' .. after .. ' were dropped from the mailbox: join again')
+end
+
+--[[ rtc_read (a stream reading its mailbox back): ARGV R, P, after ('' =
+     from the start), count -> XRANGE entries, or OUT_OF_RANGE when events
+     after `after` were trimmed away meanwhile (a client too slow for its
+     mailbox) ]]
+local function fn_read(keys, a)
+    local inbox = k_inbox(a[1], a[2])
+    if dropped_after(inbox, a[3]) then return out_of_range(a[3]) end
+    local start = '-'
+    if a[3] ~= '' then start = '(' .. a[3] end
+    return redis.call('XRANGE', inbox, start, '+', 'COUNT', a[4])
+end
+
 --[[ rtc_attach (Subscribe): ARGV R, S, identity, pod, after id ('' =
      from the start), ttl, count
      -> {P, generation, ended (0/1), entries of XRANGE} ]]
@@ -366,19 +394,7 @@ local function fn_attach(keys, a)
     if not v then return err end
     local P, ended = v[1], v[3] and 1 or 0
     local inbox = k_inbox(R, P)
-    if after ~= '' and redis.call('EXISTS', inbox) == 1 then
-        -- Trimming (MAXLEN) drops the oldest entries. If any were dropped
-        -- and `after` is older than the first one kept, events after it
-        -- may be gone (conservatively: also when exactly `after` was the
-        -- last one dropped).
-        local info, f = redis.call('XINFO', 'STREAM', inbox), {}
-        for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
-        local first = f['first-entry']
-        if tonumber(f['entries-added']) > tonumber(f['length']) and first and older(after, first[1]) then
-            return fail('OUT_OF_RANGE', 'events after ' .. after ..
-                ' were dropped from the mailbox: join again')
-        end
-    end
+    if dropped_after(inbox, after) then return out_of_range(after) end
     local gen = 0
     if ended == 0 then
         local pinfo = k_pinfo(R)
@@ -543,6 +559,7 @@ reg('rtc_broadcast', fn_broadcast)
 reg('rtc_heartbeat', fn_heartbeat)
 reg('rtc_attach', fn_attach)
 reg('rtc_touch', fn_touch)
+reg('rtc_read', fn_read, true)
 reg('rtc_negotiation', fn_negotiation, true)
 reg('rtc_get_room', fn_get_room, true)
 reg('rtc_list_rooms', fn_list_rooms, true)

@@ -137,7 +137,12 @@ static void on_fill(void *ud, int err, const redisReply *reply)
     s->rreq = NULL;
     int status;
     const char *msg;
-    if (sig_redis_failed(err, reply, &status, &msg) || reply->type != REDIS_REPLY_ARRAY) {
+    bool failed = sig_redis_failed(err, reply, &status, &msg);
+    if (failed && status == RTC_GRPC_OUT_OF_RANGE) { /* events lost to trimming */
+        stream_end(s, status, msg);
+        return;
+    }
+    if (failed || reply->type != REDIS_REPLY_ARRAY) {
         s->stale = true; /* retried on resync or the next touch */
         return;
     }
@@ -152,7 +157,8 @@ static void on_fill(void *ud, int err, const redisReply *reply)
         stream_end(s, RTC_GRPC_OK, NULL);
 }
 
-/* Read the mailbox after s->last. */
+/* Read the mailbox after s->last (rtc_read: XRANGE, or OUT_OF_RANGE when
+ * the mailbox was trimmed past it). */
 static void fill(sig_stream *s)
 {
     if (s->rreq) {
@@ -164,14 +170,8 @@ static void fill(sig_stream *s)
         return;
     }
     s->dirty = s->stale = false;
-    char key[256], start[SIG_MAX_EVENT_ID + 2];
-    snprintf(key, sizeof(key), "rtc:{%s}:inbox:%s", s->room, s->part);
-    if (s->last[0])
-        snprintf(start, sizeof(start), "(%s", s->last);
-    else
-        snprintf(start, sizeof(start), "-");
-    const char *argv[] = {"XRANGE", key, start, "+", "COUNT", FILL_COUNT};
-    if (rtc_redis_command_argv(G.redis, on_fill, s, 0, 6, argv, NULL, &s->rreq) < 0) {
+    const char *argv[] = {s->room, s->part, s->last, FILL_COUNT};
+    if (sig_fcall("rtc_read", 4, argv, NULL, 0, on_fill, s, &s->rreq) < 0) {
         s->rreq = NULL;
         s->stale = true;
     }
