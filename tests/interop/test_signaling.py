@@ -554,6 +554,10 @@ class FlowTest(SigCase):
         self.assertEqual(r.participant.id, a.pid, "same participant")
         self.assertEqual(r.session_id, a.sid, "same session")
         self.assertEqual([p.id for p in r.participants], [b.pid])
+        # The resume token a resumed Join returns resumes again.
+        r1 = self.p1.call("Join", pb.JoinRequest(resume_token=r.resume_token), a.md)
+        self.assertTrue(r1.resumed, "resume with the token of a resumed Join")
+        self.assertEqual((r1.participant.id, r1.session_id), (a.pid, a.sid))
         # A fresh token of the same identity and room resumes too.
         a2 = self.peer("alice", room)
         r2 = self.p1.call("Join", pb.JoinRequest(resume_token=ja.resume_token), a2.md)
@@ -888,10 +892,17 @@ class IdempotencyTest(SigCase):
         counts = [a.broadcast(cl, b"bc", client_msg_id="bc-1").recipient_count
                   for cl in (self.p1, self.p2, self.p1)]
         self.assertEqual(counts, [2, 2, 2])
+        # Signal and Broadcast keep their own keys: the same id in both is
+        # two different messages, each answered as itself.
+        sig = a.send_data(self.p1, b.pid, b"sig", client_msg_id="bc-1").event_id
+        self.assertRegex(sig, r"^\d+-\d+$")
+        self.assertEqual(a.broadcast(self.p2, b"bc", client_msg_id="bc-1").recipient_count, 2)
         for s, to in ((sb, b.pid), (sc, c.pid)):
             self.marker(a, self.p2, s, to, "end")
             self.assertEqual(sum(1 for e in s.evs() if e.WhichOneof("kind") == "data"), 1,
                              evs_str(s.evs()))
+        self.assertEqual(sum(1 for e in sb.evs() if e.WhichOneof("kind") == "signal" and
+                             e.signal.payload.data == b"sig"), 1)
 
 
 # ---- 4. session expiry -----------------------------------------------------------------
@@ -1230,6 +1241,12 @@ class AuthzTest(SigCase):
         self.assertCode(SC.PERMISSION_DENIED, self.admin, "CreateRoom",
                         pb.CreateRoomRequest(room_id=self.room("l")), md=lister,
                         what="CreateRoom, list token")
+        # Listing shows every room: not for tokens scoped to one room.
+        for grants in (("list",), ("admin",)):
+            scoped = bearer(self.issue("scoped", room_x, grants).access_token)
+            self.assertCode(SC.PERMISSION_DENIED, self.admin, "ListRooms",
+                            pb.ListRoomsRequest(), md=scoped,
+                            what="ListRooms with a %s token for room X" % grants[0])
 
 
 class _Status(Exception):
@@ -1395,6 +1412,12 @@ class BadInputTest(SigCase):
                       "99999999999999999999999-0", "1-99999999999999999999999", "x" * 65):
             self.assertCode(SC.INVALID_ARGUMENT, self.sub_status, self.clients[len(after) % 2],
                             a.sid, a.md, after, what="Subscribe after_event_id %r" % after)
+        # The largest id is well formed: nothing can follow it, so the stream
+        # just stays open (until the client's deadline), no error.
+        call = self.p1.stream(pb.SubscribeRequest(
+            session_id=a.sid, after_event_id="18446744073709551615-18446744073709551615"),
+            a.md, timeout=2)
+        self.assertCode(SC.DEADLINE_EXCEEDED, list, call, what="Subscribe after the largest id")
         a.heartbeat(self.p1)  # still fine
 
     def test_broadcast_limits(self):
@@ -1499,6 +1522,11 @@ class BadInputTest(SigCase):
         b.join(self.p2)
         self.admin("CloseRoom", pb.CloseRoomRequest(room_id=room))
         self.assertCode(SC.NOT_FOUND, a.heartbeat, self.p2, what="Heartbeat, closed room")
+        # Leave of an ended session is OK for its owner, refused to others.
+        self.assertCode(SC.PERMISSION_DENIED, lambda cl: cl.call(
+            "Leave", pb.LeaveRequest(session_id=a.sid), b.md), self.p1,
+            what="bob's Leave of alice's ended session")
+        a.leave(self.p2)
         self.assertCode(SC.NOT_FOUND, a.send_data, self.p1, b.pid, b"x",
                         what="Signal, closed room")
         self.assertCode(SC.NOT_FOUND, a.broadcast, self.p1, b"x", what="Broadcast, closed room")

@@ -164,8 +164,9 @@ static void authorized(sig_op *o, const rtc_jwt_claims *c)
     if (o->grant == ADMIN_CREATE && (c->grants & RTC_JWT_GRANT_CREATE) && c->room_id[0] &&
         strcmp(c->room_id, o->room) == 0)
         ok = true;
-    if (o->grant == ADMIN_LIST && (admin || (c->grants & RTC_JWT_GRANT_LIST)))
-        ok = true;
+    /* Listing shows every room: only for tokens not scoped to one. */
+    if (o->grant == ADMIN_LIST)
+        ok = (admin || (c->grants & RTC_JWT_GRANT_LIST)) && !c->room_id[0];
     if (!ok) {
         sig_op_fail(o, RTC_GRPC_PERMISSION_DENIED,
                     admin ? "the token's admin grant is for room %s only"

@@ -101,9 +101,14 @@ local function participants(R, except)
     local ids = redis.call('ZRANGE', k_members(R), 0, -1)
     local out = {}
     if #ids == 0 then return out end
-    local blobs = redis.call('HMGET', k_pinfo(R), unpack(ids))
-    for i, P in ipairs(ids) do
-        if P ~= except and blobs[i] then out[#out + 1] = blobs[i] end
+    -- HMGET in chunks: unpack() of thousands of ids exceeds Lua's stack.
+    for from = 1, #ids, 1000 do
+        local to = math.min(from + 999, #ids)
+        local blobs = redis.call('HMGET', k_pinfo(R), unpack(ids, from, to))
+        for i = from, to do
+            local P, blob = ids[i], blobs[i - from + 1]
+            if P ~= except and blob then out[#out + 1] = blob end
+        end
     end
     return out
 end
@@ -172,7 +177,7 @@ end
 local function close_room(R, reason, maxlen, now)
     for _, P in ipairs(redis.call('ZRANGE', k_members(R), 0, -1)) do
         local S = redis.call('HGET', k_pinfo(R), P .. ':s')
-        end_session(R, P, S or '', '4', maxlen, 'c', reason, now)
+        if S then end_session(R, P, S, '4', maxlen, 'c', reason, now) end
     end
     redis.call('DEL', k_room(R), k_members(R), k_pinfo(R))
     redis.call('ZREM', K_ROOMS, R)
@@ -210,7 +215,10 @@ local function nego_key(R, P, Q, kind)
     return 'rtc:{' .. R .. '}:nego:' .. P .. ':' .. Q .. ':' .. kind
 end
 
-local function idem_key(R, S, cmid) return 'rtc:{' .. R .. '}:idem:' .. S .. ':' .. cmid end
+-- kind: 's' (Signal) or 'b' (Broadcast): their answers differ.
+local function idem_key(R, S, kind, cmid)
+    return 'rtc:{' .. R .. '}:idem:' .. kind .. ':' .. S .. ':' .. cmid
+end
 
 --[[ rtc_create_room: ARGV R, max, empty_ms, meta
      -> {max, empty, meta, created, 0} ]]
@@ -274,8 +282,9 @@ end
 local function fn_leave(keys, a)
     local R, S = a[1], a[2]
     local v = redis.call('HMGET', k_sess(R, S), 'p', 'id', 'ended')
-    if not v[1] or v[3] then return 0 end
+    if not v[1] then return 0 end
     if v[2] ~= a[3] then return fail('PERMISSION_DENIED', 'the session belongs to another identity') end
+    if v[3] then return 0 end
     end_session(R, v[1], S, '1', a[4], nil, nil, now_ms())
     return 1
 end
@@ -286,7 +295,7 @@ local function signal(R, S, identity, to, payload, nego, cmid, nego_ttl, rate, m
     if not P then return m end
     local ik
     if cmid ~= '' then
-        ik = idem_key(R, S, cmid)
+        ik = idem_key(R, S, 's', cmid)
         local prev = redis.call('GET', ik)
         if prev then return {prev, 1} end
     end
@@ -327,7 +336,7 @@ local function fn_broadcast(keys, a)
     if not P then return err end
     local ik
     if cmid ~= '' then
-        ik = idem_key(R, S, cmid)
+        ik = idem_key(R, S, 'b', cmid)
         local prev = redis.call('GET', ik)
         if prev then return {tonumber(prev), 1} end
     end
@@ -369,6 +378,16 @@ local function dropped_after(inbox, after)
         first ~= false and older(after, first[1])
 end
 
+-- XRANGE after `after` ('' = from the start). Nothing follows the largest
+-- id (and '(' before it would be an error).
+local MAX_ID = '18446744073709551615-18446744073709551615'
+local function entries_after(inbox, after, count)
+    if after == MAX_ID then return {} end
+    local start = '-'
+    if after ~= '' then start = '(' .. after end
+    return redis.call('XRANGE', inbox, start, '+', 'COUNT', count)
+end
+
 local function out_of_range(after)
     return fail('OUT_OF_RANGE', 'events after ' .. after .. ' were dropped from the mailbox: join again')
 end
@@ -380,9 +399,7 @@ end
 local function fn_read(keys, a)
     local inbox = k_inbox(a[1], a[2])
     if dropped_after(inbox, a[3]) then return out_of_range(a[3]) end
-    local start = '-'
-    if a[3] ~= '' then start = '(' .. a[3] end
-    return redis.call('XRANGE', inbox, start, '+', 'COUNT', a[4])
+    return entries_after(inbox, a[3], a[4])
 end
 
 --[[ rtc_attach (Subscribe): ARGV R, S, identity, pod, after id ('' =
@@ -404,13 +421,12 @@ local function fn_attach(keys, a)
         if old and old ~= pod then publish(R, P, old, 'T', '', '', tostring(gen), '') end
         touch(R, S, P, tonumber(a[6]), now_ms())
     end
-    local start = '-'
-    if after ~= '' then start = '(' .. after end
-    return {P, gen, ended, redis.call('XRANGE', inbox, start, '+', 'COUNT', a[7])}
+    return {P, gen, ended, entries_after(inbox, after, a[7])}
 end
 
 --[[ rtc_touch (streams held by a pod): ARGV ttl, then R, S pairs
-     -> a list with 1 (alive) or 0 (ended) per session ]]
+     -> per session 0 (ended) or its stream generation (a stream with an
+     older one was taken over, even if the takeover wake was lost) ]]
 local function fn_touch(keys, a)
     local ttl, now, out = tonumber(a[1]), now_ms(), {}
     for i = 2, #a - 1, 2 do
@@ -418,7 +434,7 @@ local function fn_touch(keys, a)
         local v = redis.call('HMGET', k_sess(R, S), 'p', 'ended')
         if v[1] and not v[2] then
             touch(R, S, v[1], ttl, now)
-            out[#out + 1] = 1
+            out[#out + 1] = tonumber(redis.call('HGET', k_pinfo(R), v[1] .. ':gen') or '0')
         else
             out[#out + 1] = 0
         end

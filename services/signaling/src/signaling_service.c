@@ -148,7 +148,10 @@ bool sig_redis_failed(int err, const redisReply *reply, int *status, const char 
         G.funcs_loaded = false;
         load_functions();
     }
+    /* Redis busy, out of memory, without its primary, or a replica: retry. */
     *status = strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "LOADING", 7) == 0 ||
+                      strncmp(reply->str, "BUSY", 4) == 0 || strncmp(reply->str, "OOM", 3) == 0 ||
+                      strncmp(reply->str, "MASTERDOWN", 10) == 0 ||
                       strstr(reply->str, "Function not found")
                   ? RTC_GRPC_UNAVAILABLE
                   : RTC_GRPC_INTERNAL;
@@ -257,7 +260,7 @@ static void on_sub_message(void *ud, const char *channel, size_t chlen, const ch
 
 /* ---- sweeper -------------------------------------------------------------- */
 
-#define SWEEP_BATCH "200"
+#define SWEEP_BATCH "50" /* sessions per rtc_sweep: bounds one call's work */
 
 static bool sweeping;
 static void sweep_tick(uv_timer_t *t);
@@ -303,6 +306,7 @@ static void join_fcall(sig_op *o);
 
 static void on_join(sig_op *o, const redisReply *reply)
 {
+    const Rtc__Signaling__V1__JoinRequest *req = (const void *)o->req;
     /* {resumed, P, blob, S, deadline, room info (5), others...} */
     if (!sig_reply_array(reply, 10)) {
         sig_op_fail(o, RTC_GRPC_INTERNAL, "unexpected reply from rtc_join");
@@ -331,7 +335,8 @@ static void on_join(sig_op *o, const redisReply *reply)
     resp.participants = others;
     resp.n_participants = nothers;
     resp.room = &room;
-    resp.resume_token = o->resume;
+    /* A resumed session keeps its resume token (the one presented). */
+    resp.resume_token = resp.resumed ? req->resume_token : o->resume;
     resp.heartbeat_interval_ms = (int64_t)G.cfg.heartbeat_interval;
     if (o->ice) {
         resp.ice_servers = o->ice->ice_servers;

@@ -212,17 +212,21 @@ static void on_attach(void *ud, int err, const redisReply *reply)
     snprintf(s->part, sizeof(s->part), "%s", reply->element[0]->str);
     s->gen = reply->element[1]->integer;
     s->ending = reply->element[2]->integer == 1;
-    if (!s->ending) {
-        snprintf(s->key, sizeof(s->key), "%s|%s", s->room, s->part);
-        sig_stream *old;
-        HASH_FIND_STR(G.streams, s->key, old);
-        if (old)
-            stream_end(old, RTC_GRPC_ABORTED, "a newer Subscribe for this session took over");
-        HASH_ADD_STR(G.streams, key, s);
-        s->registered = true;
-        G.nstreams++;
-        rtc_metric_set(G.m_streams, (double)G.nstreams);
+    if (G.draining) {
+        stream_end(s, RTC_GRPC_UNAVAILABLE, "pod shutting down: subscribe again");
+        return;
     }
+    /* Registered also when the session has ended (draining what is left),
+     * so reads that fail are retried like any other stream's. */
+    snprintf(s->key, sizeof(s->key), "%s|%s", s->room, s->part);
+    sig_stream *old;
+    HASH_FIND_STR(G.streams, s->key, old);
+    if (old)
+        stream_end(old, RTC_GRPC_ABORTED, "a newer Subscribe for this session took over");
+    HASH_ADD_STR(G.streams, key, s);
+    s->registered = true;
+    G.nstreams++;
+    rtc_metric_set(G.m_streams, (double)G.nstreams);
     if (deliver_entries(s, reply->element[3]) < 0)
         return;
     /* Wakes that came before this stream was registered are in the
@@ -310,8 +314,10 @@ void sig_streams_on_wake(const char *payload, size_t len)
     }
     if (!slice_is(w.op, "e"))
         return;
-    if (s->rreq || s->behind) {
+    if (s->rreq || s->behind || s->stale) {
         s->dirty = true;
+        if (s->stale)
+            fill(s); /* a read failed: never deliver past a gap it left */
         return;
     }
     if (!sig_event_id_after(w.id, s->last))
@@ -344,13 +350,16 @@ static void on_touched(void *ud, int err, const redisReply *reply)
     touch_batch *b = ud;
     if (!err && reply->type == REDIS_REPLY_ARRAY && reply->elements == b->n) {
         for (size_t i = 0; i < b->n; i++) {
-            if (reply->element[i]->integer == 1)
-                continue;
+            long long gen = reply->element[i]->integer;
             sig_stream *s;
             HASH_FIND_STR(G.streams, b->keys[i], s);
-            if (s) { /* the session ended under the stream (swept) */
+            if (!s)
+                continue;
+            if (gen == 0) { /* the session ended under the stream (swept) */
                 s->ending = true;
                 fill(s);
+            } else if (gen > s->gen) { /* taken over; the wake saying so was lost */
+                stream_end(s, RTC_GRPC_ABORTED, "a newer Subscribe for this session took over");
             }
         }
     }
