@@ -310,18 +310,18 @@ cmd_status() {
 		read -r name port admin <<<"$svc"
 		pid="$(running_pid "$name")"
 		if [[ -z $pid ]]; then
-			printf '  %-14s stopped\n' "$name"
+			printf '  %-16s stopped\n' "$name"
 			rc=3
 			continue
 		fi
 		if readyz "$admin"; then ready=ready; else ready="NOT ready"; rc=3; fi
-		printf '  %-14s running (pid %s), %s: gRPC %s:%s, admin http://%s:%s\n' \
+		printf '  %-16s running (pid %s), %s: gRPC %s:%s, admin http://%s:%s\n' \
 			"$name" "$pid" "$ready" "$HOST" "$port" "$HOST" "$admin"
 	done
 	if redis_ping; then
-		printf '  %-14s answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
+		printf '  %-16s answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
 	else
-		printf '  %-14s not answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
+		printf '  %-16s not answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
 		rc=3
 	fi
 	return "$rc"
