@@ -211,8 +211,8 @@ static void batch_send(relay_batch *b)
 {
     if (b == open_batch)
         open_batch = NULL;
-    const char *argv[3 + 3 + 7 * BATCH_MAX];
-    size_t lens[3 + 3 + 7 * BATCH_MAX];
+    const char *argv[3 + 3 + 8 * BATCH_MAX];
+    size_t lens[3 + 3 + 8 * BATCH_MAX];
     size_t argc = 0;
     const char *head[] = {"FCALL", "rtc_signals", "0", G.nego_ttl, G.rate, G.maxlen};
     for (size_t i = 0; i < 6; i++) {
@@ -224,10 +224,16 @@ static void batch_send(relay_batch *b)
         if (!o)
             continue;
         const Rtc__Signaling__V1__SignalRequest *req = (const void *)o->req;
-        const char *f[] = {o->claims.room_id,      req->session_id,          o->claims.identity,
-                           req->to_participant_id, (const char *)o->payload, o->nego,
+        snprintf(o->plen_s, sizeof(o->plen_s), "%zu", o->plen);
+        const char *f[] = {o->claims.room_id,
+                           req->session_id,
+                           o->claims.identity,
+                           req->to_participant_id,
+                           (const char *)o->payload,
+                           o->plen_s,
+                           o->nego,
                            req->client_msg_id};
-        for (size_t k = 0; k < 7; k++) {
+        for (size_t k = 0; k < 8; k++) {
             argv[argc] = f[k];
             lens[argc++] = k == 4 ? o->plen : strlen(f[k]);
         }

@@ -86,6 +86,7 @@ struct sig_op {
     size_t slot;
     uint8_t *payload; /* packed SignalPayload */
     size_t plen;
+    char plen_s[24]; /* plen as text */
     const char *nego;
 };
 
