@@ -566,18 +566,29 @@ static int unary(gen *g, rtc_grpc_channel *ch, const char *path, const ProtobufC
 
 /* ---- IssueToken ------------------------------------------------------------ */
 
+/* The common start of a setup call's answer: false when the run is
+ * stopping or the call failed (the run then fails, naming rpc and side). */
+static bool side_call_ok(side *s, const char *rpc, int status, const char *message, char *who,
+                         size_t wholen)
+{
+    gen *g = s->pair->g;
+    if (g->stopping)
+        return false;
+    side_name(s, who, wholen);
+    if (status != RTC_GRPC_OK) {
+        fail(g, "%s of %s: %s: %s", rpc, who, status_name(status), message);
+        return false;
+    }
+    return true;
+}
+
 static void issue_done(void *ud, int status, const char *message, ProtobufCMessage *resp)
 {
     side *s = ud;
     gen *g = s->pair->g;
     char who[64];
-    if (g->stopping)
+    if (!side_call_ok(s, "IssueToken", status, message, who, sizeof(who)))
         return;
-    side_name(s, who, sizeof(who));
-    if (status != RTC_GRPC_OK) {
-        fail(g, "IssueToken for %s: %s: %s", who, status_name(status), message);
-        return;
-    }
     const Rtc__Auth__V1__IssueTokenResponse *r = (const Rtc__Auth__V1__IssueTokenResponse *)resp;
     size_t n = strlen(r->access_token) + 8;
     s->authz = malloc(n);
@@ -616,13 +627,8 @@ static void join_done(void *ud, int status, const char *message, ProtobufCMessag
     side *s = ud;
     gen *g = s->pair->g;
     char who[64];
-    if (g->stopping)
+    if (!side_call_ok(s, "Join", status, message, who, sizeof(who)))
         return;
-    side_name(s, who, sizeof(who));
-    if (status != RTC_GRPC_OK) {
-        fail(g, "Join of %s: %s: %s", who, status_name(status), message);
-        return;
-    }
     const Rtc__Signaling__V1__JoinResponse *r = (const Rtc__Signaling__V1__JoinResponse *)resp;
     if (!r->session_id[0] || !r->participant || !r->participant->id[0]) {
         fail(g, "Join of %s: OK without session_id or participant id", who);
@@ -650,13 +656,8 @@ static void leave_done(void *ud, int status, const char *message, ProtobufCMessa
     side *s = ud;
     gen *g = s->pair->g;
     char who[64];
-    if (g->stopping)
+    if (!side_call_ok(s, "Leave", status, message, who, sizeof(who)))
         return;
-    side_name(s, who, sizeof(who));
-    if (status != RTC_GRPC_OK) {
-        fail(g, "Leave of %s: %s: %s", who, status_name(status), message);
-        return;
-    }
     batch_one_done(g);
 }
 

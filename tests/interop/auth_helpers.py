@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import time
+import unittest
 
 import grpc
 from cryptography.hazmat.primitives import hashes, serialization
@@ -132,6 +133,18 @@ class Proc:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def log_records(self):
+        """The JSON lines of the log, parsed (other lines skipped)."""
+        out = []
+        for line in self.log_text().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
 
     def log_text(self):
         try:
@@ -330,15 +343,7 @@ class AuthServer:
         return None
 
     def log_records(self):
-        out = []
-        for line in self.proc.log_text().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
+        return self.proc.log_records()
 
     def alive(self):
         return self.proc.alive()
@@ -643,3 +648,41 @@ def uclient(port, username, password, tcp=False, timeout=120):
 
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
+
+
+def run_main(argv, module, suites, set_paths, cleanup, figures=()):
+    """The command line of an interop suite file:
+        <file> [<bin dir> <repo root>] [--suite=NAME] [-v] [Test.names...]
+    set_paths(bin_dir, repo) takes the two paths when given; cleanup() runs
+    after the tests. Prints a summary (failures, then the figures the tests
+    recorded) and returns the exit status."""
+    args = argv[1:]
+    if len(args) >= 2 and not args[0].startswith("-"):
+        set_paths(args[0], args[1])
+        args = args[2:]
+    suite_name = "all"
+    rest = []
+    for a in args:
+        if a.startswith("--suite="):
+            suite_name = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    verbosity = 2 if "-v" in rest else 1
+    names = [a for a in rest if not a.startswith("-")]
+    loader = unittest.TestLoader()
+    if names:
+        suite = loader.loadTestsFromNames(names, module)
+    else:
+        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in suites[suite_name])
+    t0 = time.monotonic()
+    result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
+    cleanup()
+    print("\n==== summary: interop.%s: %d tests in %.0f s, %d failed, %d errors ====" % (
+        suite_name, result.testsRun, time.monotonic() - t0, len(result.failures),
+        len(result.errors)))
+    for t, _ in result.failures + result.errors:
+        print("  FAILED %s" % t.id().split(".", 1)[1])
+    for name, text in figures:
+        print("  %s: %s" % (name, text))
+    sys.stdout.flush()
+    return 0 if result.wasSuccessful() else 1

@@ -12,7 +12,6 @@ waits poll a condition with a deadline.
 import http.client
 import importlib
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -153,15 +152,7 @@ class Pod:
         return http_get(self.admin_port, "/metrics")[1]
 
     def log_records(self):
-        out = []
-        for line in self.proc.log_text().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
+        return self.proc.log_records()
 
     def alive(self):
         return self.proc is not None and self.proc.alive()
@@ -365,6 +356,22 @@ def evs_str(evs, limit=40):
     return ("… " if len(evs) > limit else "") + "[" + s + "]"
 
 
+def wait_events(holder, pred, timeout, over, message):
+    """Wait under holder.cond until pred(events) is true and return its
+    value; fail with message(timed_out) when over() or after timeout.
+    holder.events is a list of (time, Event)."""
+    deadline = time.monotonic() + timeout
+    with holder.cond:
+        while True:
+            v = pred([e for _, e in holder.events])
+            if v:
+                return v
+            left = deadline - time.monotonic()
+            if left <= 0 or over():
+                raise AssertionError(message(left <= 0))
+            holder.cond.wait(min(left, 0.5))
+
+
 class Subscription:
     """A Subscribe stream read on a thread: events are collected in order,
     and the final status is kept (OK when the server ended the stream)."""
@@ -414,21 +421,12 @@ class Subscription:
     def wait(self, pred, timeout=WAIT_TIMEOUT, what="events"):
         """Wait until pred(list of events) is true; return its value. Fails
         with the events seen and the stream's end status."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                v = pred([e for _, e in self.events])
-                if v:
-                    return v
-                left = deadline - time.monotonic()
-                if self.done or left <= 0:
-                    raise AssertionError(
-                        "stream %s: %s while waiting for %s; events %s" % (
-                            self.name,
-                            "ended with %s %r" % (self.code.name, self.details) if self.done
-                            else "timed out after %.1fs" % timeout,
-                            what, evs_str(e for _, e in self.events)))
-                self.cond.wait(min(left, 0.5))
+        return wait_events(self, pred, timeout, lambda: self.done, lambda timed_out: (
+            "stream %s: %s while waiting for %s; events %s" % (
+                self.name,
+                "timed out after %.1fs" % timeout if timed_out
+                else "ended with %s %r" % (self.code.name, self.details),
+                what, evs_str(e for _, e in self.events))))
 
     def wait_event(self, match, timeout=WAIT_TIMEOUT, what="an event", start=0):
         """The first event (index >= start) for which match(ev) is true."""
@@ -621,21 +619,10 @@ class Follower:
                 self.cond.notify_all()
 
     def wait(self, pred, timeout=WAIT_TIMEOUT, what="events"):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                v = pred([e for _, e in self.events])
-                if v:
-                    return v
-                left = deadline - time.monotonic()
-                if left <= 0 or self.finished:
-                    raise AssertionError("follower %s: %s waiting for %s; ends %s; errors %s; "
-                                         "events %s" % (
-                                             self.name,
-                                             "gave up" if self.finished else "timed out",
-                                             what, self.ends[-5:], self.errors,
-                                             evs_str(e for _, e in self.events)))
-                self.cond.wait(min(left, 0.5))
+        return wait_events(self, pred, timeout, lambda: self.finished, lambda timed_out: (
+            "follower %s: %s waiting for %s; ends %s; errors %s; events %s" % (
+                self.name, "timed out" if timed_out else "gave up", what, self.ends[-5:],
+                self.errors, evs_str(e for _, e in self.events))))
 
     def stop(self):
         with self.cond:

@@ -1426,29 +1426,15 @@ SUITES["all"] = SUITES["auth"] + SUITES["turn"]
 
 
 def main(argv):
-    global BIN_DIR, REPO
-    args = argv[1:]
-    if len(args) >= 2 and not args[0].startswith("-"):
-        BIN_DIR, REPO = args[0], args[1]
-        args = args[2:]
-    suite_name = "all"
-    rest = []
-    for a in args:
-        if a.startswith("--suite="):
-            suite_name = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-    verbosity = 2 if "-v" in rest else 1
-    names = [a for a in rest if not a.startswith("-")]
-    loader = unittest.TestLoader()
-    if names:
-        suite = loader.loadTestsFromNames(names, sys.modules[__name__])
-    else:
-        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in SUITES[suite_name])
-    result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
-    if _PB.get("dir"):
-        shutil.rmtree(_PB["dir"], True)
-    return 0 if result.wasSuccessful() else 1
+    def set_paths(bin_dir, repo):
+        global BIN_DIR, REPO
+        BIN_DIR, REPO = bin_dir, repo
+
+    def cleanup():
+        if _PB.get("dir"):
+            shutil.rmtree(_PB["dir"], True)
+
+    return H.run_main(argv, sys.modules[__name__], SUITES, set_paths, cleanup)
 
 
 if __name__ == "__main__":

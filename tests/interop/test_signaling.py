@@ -2052,38 +2052,15 @@ SUITES["all"] = SUITES["signaling"] + SUITES["signaling_ha"]
 
 
 def main(argv):
-    global BIN_DIR, REPO
-    args = argv[1:]
-    if len(args) >= 2 and not args[0].startswith("-"):
-        BIN_DIR, REPO = args[0], args[1]
-        args = args[2:]
-    suite_name = "all"
-    rest = []
-    for a in args:
-        if a.startswith("--suite="):
-            suite_name = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-    verbosity = 2 if "-v" in rest else 1
-    names = [a for a in rest if not a.startswith("-")]
-    loader = unittest.TestLoader()
-    if names:
-        suite = loader.loadTestsFromNames(names, sys.modules[__name__])
-    else:
-        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in SUITES[suite_name])
-    t0 = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
-    if _PB.get("dir"):
-        shutil.rmtree(_PB["dir"], True)
-    print("\n==== summary: interop.%s: %d tests in %.0f s, %d failed, %d errors ====" % (
-        suite_name, result.testsRun, time.monotonic() - t0, len(result.failures),
-        len(result.errors)))
-    for t, _ in result.failures + result.errors:
-        print("  FAILED %s" % t.id().split(".", 1)[1])
-    for name, text in FIGURES:
-        print("  %s: %s" % (name, text))
-    sys.stdout.flush()
-    return 0 if result.wasSuccessful() else 1
+    def set_paths(bin_dir, repo):
+        global BIN_DIR, REPO
+        BIN_DIR, REPO = bin_dir, repo
+
+    def cleanup():
+        if _PB.get("dir"):
+            shutil.rmtree(_PB["dir"], True)
+
+    return H.run_main(argv, sys.modules[__name__], SUITES, set_paths, cleanup, FIGURES)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,9 @@ local function room_settings(R)
     return redis.call('HMGET', k_room(R), 'max', 'empty', 'meta', 'created')
 end
 
+local function room_open(R) return redis.call('EXISTS', k_room(R)) == 1 end
+local function not_open(R) return fail('NOT_FOUND', 'room ' .. R .. ' is not open') end
+
 -- {max, empty, meta, created, count} or nil when the room is not open.
 local function room_info(R)
     local s = room_settings(R)
@@ -266,7 +269,7 @@ local function fn_join(keys, a)
         end
     end
     if not info then
-        if not can_create then return fail('NOT_FOUND', 'room ' .. R .. ' is not open') end
+        if not can_create then return not_open(R) end
         create_room(R, a[9], a[10], '', now)
         info = room_info(R)
     end
@@ -469,7 +472,7 @@ end
 --[[ rtc_get_room: ARGV R -> room info ]]
 local function fn_get_room(keys, a)
     local info = room_info(a[1])
-    if not info then return fail('NOT_FOUND', 'room ' .. a[1] .. ' is not open') end
+    if not info then return not_open(a[1]) end
     return info
 end
 
@@ -493,17 +496,13 @@ end
 
 --[[ rtc_list_participants: ARGV R -> blobs in join order ]]
 local function fn_list_participants(keys, a)
-    if redis.call('EXISTS', k_room(a[1])) == 0 then
-        return fail('NOT_FOUND', 'room ' .. a[1] .. ' is not open')
-    end
+    if not room_open(a[1]) then return not_open(a[1]) end
     return participants(a[1], nil)
 end
 
 --[[ rtc_close_room: ARGV R, reason, maxlen -> 1 ]]
 local function fn_close_room(keys, a)
-    if redis.call('EXISTS', k_room(a[1])) == 0 then
-        return fail('NOT_FOUND', 'room ' .. a[1] .. ' is not open')
-    end
+    if not room_open(a[1]) then return not_open(a[1]) end
     close_room(a[1], a[2], a[3], now_ms())
     return 1
 end
@@ -511,9 +510,7 @@ end
 --[[ rtc_remove: ARGV R, P, reason, maxlen -> 1 ]]
 local function fn_remove(keys, a)
     local R, P = a[1], a[2]
-    if redis.call('EXISTS', k_room(R)) == 0 then
-        return fail('NOT_FOUND', 'room ' .. R .. ' is not open')
-    end
+    if not room_open(R) then return not_open(R) end
     local S = redis.call('HGET', k_pinfo(R), P .. ':s')
     if not S then return fail('NOT_FOUND', 'participant ' .. P .. ' is not in the room') end
     end_session(R, P, S, '3', a[4], 'k', a[3], now_ms())
@@ -523,9 +520,7 @@ end
 --[[ rtc_send_data: ARGV R, to ('' = everyone), data, maxlen -> recipients ]]
 local function fn_send_data(keys, a)
     local R, to = a[1], a[2]
-    if redis.call('EXISTS', k_room(R)) == 0 then
-        return fail('NOT_FOUND', 'room ' .. R .. ' is not open')
-    end
+    if not room_open(R) then return not_open(R) end
     local ids
     if to ~= '' then
         if not redis.call('ZSCORE', k_members(R), to) then
