@@ -650,15 +650,16 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def run_main(argv, module, suites, set_paths, cleanup, figures=()):
+def run_main(argv, module, suites, figures=()):
     """The command line of an interop suite file:
         <file> [<bin dir> <repo root>] [--suite=NAME] [-v] [Test.names...]
-    set_paths(bin_dir, repo) takes the two paths when given; cleanup() runs
-    after the tests. Prints a summary (failures, then the figures the tests
-    recorded) and returns the exit status."""
+    The two paths, when given, become module.BIN_DIR and module.REPO; the
+    protoc output dir module._PB["dir"] is removed after the tests. Prints a
+    summary (failures, then the figures the tests recorded) and returns the
+    exit status."""
     args = argv[1:]
     if len(args) >= 2 and not args[0].startswith("-"):
-        set_paths(args[0], args[1])
+        module.BIN_DIR, module.REPO = args[0], args[1]
         args = args[2:]
     suite_name = "all"
     rest = []
@@ -676,7 +677,8 @@ def run_main(argv, module, suites, set_paths, cleanup, figures=()):
         suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in suites[suite_name])
     t0 = time.monotonic()
     result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
-    cleanup()
+    if module._PB.get("dir"):
+        shutil.rmtree(module._PB["dir"], True)
     print("\n==== summary: interop.%s: %d tests in %.0f s, %d failed, %d errors ====" % (
         suite_name, result.testsRun, time.monotonic() - t0, len(result.failures),
         len(result.errors)))

@@ -1426,15 +1426,7 @@ SUITES["all"] = SUITES["auth"] + SUITES["turn"]
 
 
 def main(argv):
-    def set_paths(bin_dir, repo):
-        global BIN_DIR, REPO
-        BIN_DIR, REPO = bin_dir, repo
-
-    def cleanup():
-        if _PB.get("dir"):
-            shutil.rmtree(_PB["dir"], True)
-
-    return H.run_main(argv, sys.modules[__name__], SUITES, set_paths, cleanup)
+    return H.run_main(argv, sys.modules[__name__], SUITES)
 
 
 if __name__ == "__main__":
