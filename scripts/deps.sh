@@ -60,14 +60,14 @@ BUILD_PKGS=(
 	build-essential cmake pkg-config
 	libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
 	protobuf-compiler libprotobuf-dev libjansson-dev libcmocka-dev
-	libssl-dev libhiredis-dev libjwt-dev uthash-dev
+	libssl-dev libhiredis-dev libjwt-dev uthash-dev libwebsockets-dev libwebsockets-evlib-uv
 	curl ca-certificates openssl python3 python3-grpcio redis-server
 )
 # What the tests, fuzz smoke runs and benchmarks need on top.
 TEST_PKGS=(
 	clang clang-14 libclang-rt-14-dev
 	nghttp2-client nghttp2-server
-	python3-protobuf python3-h2
+	python3-protobuf python3-h2 python3-websockets
 	prometheus redis-sentinel coturn python3-jwt python3-cryptography
 )
 

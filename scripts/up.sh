@@ -27,18 +27,22 @@ REDIS_PORT=6379
 STOP_GRACE=20  # seconds; the services drain in-flight calls on SIGTERM
 START_WAIT=30  # seconds for each service to become ready
 
-# name  gRPC port  admin port  (DESIGN.md §8). Two signaling pods share
-# Redis; rtc-signaling-2 runs the rtc-signaling binary.
+# name  main port  admin port  (DESIGN.md §8). Two signaling pods share
+# Redis; rtc-signaling-2 runs the rtc-signaling binary. The two bridges
+# (WebSocket on their main port) reach auth and both pods.
 SERVICES=(
 	"rtc-auth 8081 9081"
 	"rtc-signaling 50051 9051"
 	"rtc-signaling-2 50052 9052"
+	"rtc-bridge 8080 9080"
+	"rtc-bridge-2 8090 9090"
 )
 
 # The binary a service runs.
 bin_of() {
 	case "$1" in
 	rtc-signaling-*) echo rtc-signaling ;;
+	rtc-bridge-*) echo rtc-bridge ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -106,7 +110,7 @@ build() {
 	echo "up: building (cmake --preset default, build/; log .run/logs/build.log)"
 	mkdir -p "$LOGS"
 	if ! (cd "$ROOT" && cmake --preset default &&
-		cmake --build build -j"$(nproc)" --target rtc-auth rtc-signaling) >"$LOGS/build.log" 2>&1; then
+		cmake --build build -j"$(nproc)" --target rtc-auth rtc-signaling rtc-bridge) >"$LOGS/build.log" 2>&1; then
 		tail -n 30 "$LOGS/build.log" >&2
 		die "build failed (log: .run/logs/build.log)"
 	fi
@@ -116,6 +120,11 @@ endpoints() {
 	local svc name port admin
 	for svc in "${SERVICES[@]}"; do
 		read -r name port admin <<<"$svc"
+		if [[ $name == rtc-bridge* ]]; then
+			printf '  %-16s ws://%s:%s/ws  admin http://%s:%s/{healthz,readyz,metrics}  log .run/logs/%s.log\n' \
+				"$name" "$HOST" "$port" "$HOST" "$admin" "$name"
+			continue
+		fi
 		printf '  %-16s gRPC h2c %s:%-5s  admin http://%s:%s/{healthz,readyz,metrics}  log .run/logs/%s.log\n' \
 			"$name" "$HOST" "$port" "$HOST" "$admin" "$name"
 	done
@@ -138,6 +147,7 @@ wait_ready() {
 		fi
 		sleep 0.2
 	done
+	[[ $name == rtc-bridge* ]] && return 0 # a WebSocket port: /readyz covers its upstreams
 	left=$((START_WAIT - (SECONDS - t0)))
 	((left > 0)) || left=1
 	if ! grpc_serving "$port" "$left"; then
@@ -218,6 +228,9 @@ service_args() {
 		printf '%s\n' --dev --redis "redis://$HOST:$REDIS_PORT" --auth "$HOST:8081" \
 			--api-keys-file "$SECRETS/api-keys" --pod-id "${1#rtc-}"
 		;;
+	rtc-bridge*)
+		printf '%s\n' --log-level info
+		;;
 	*) printf '%s\n' --dev ;;
 	esac
 }
@@ -262,7 +275,7 @@ cmd_start() {
 	done
 	for svc in "${need[@]}"; do
 		read -r name port admin <<<"$svc"
-		echo "up: starting $name (gRPC $HOST:$port, admin $HOST:$admin)"
+		echo "up: starting $name (port $HOST:$port, admin $HOST:$admin)"
 		mapfile -t args < <(service_args "$name")
 		# fd 9 holds up.sh's lock: the services must not inherit it.
 		nohup "$BIN/$(bin_of "$name")" --listen "$HOST:$port" --admin "$HOST:$admin" "${args[@]}" \

@@ -135,6 +135,26 @@ static void test_last_flag_wins(void **state)
     assert_string_equal(g.name, "y");
 }
 
+/* RTC_OPT_LIST: a repeated flag accumulates in order; the environment and
+ * the default are taken whole; a flag replaces both. */
+static void test_list_flag_accumulates(void **state)
+{
+    opts[7].type = RTC_OPT_LIST;
+    assert_int_equal(parse(NULL, "--secret", "a=1,2", "--secret=b=3", "--secret", "c", NULL), 0);
+    assert_string_equal(g.secret, "a=1,2;b=3;c");
+    rtc_config_free(opts, NOPTS);
+    char *env[] = {"RTC_SECRET=x;y", NULL};
+    assert_int_equal(parse(env, NULL), 0);
+    assert_string_equal(g.secret, "x;y");
+    rtc_config_free(opts, NOPTS);
+    assert_int_equal(parse(env, "--secret", "z", NULL), 0);
+    assert_string_equal(g.secret, "z");
+    rtc_config_free(opts, NOPTS);
+    opts[7].def = "d1;d2";
+    assert_int_equal(parse(NULL, NULL), 0);
+    assert_string_equal(g.secret, "d1;d2");
+}
+
 static void test_negative_value_is_a_value(void **state)
 {
     opts[2].min = -10;
@@ -557,6 +577,7 @@ int main(void)
         T(test_err_null_errbuf),
         T(test_err_bad_table),
         T(test_free_resets),
+        cmocka_unit_test_setup_teardown(test_list_flag_accumulates, setup, teardown),
         cmocka_unit_test(test_parse_hostport_valid),
         cmocka_unit_test(test_parse_hostport_invalid),
         cmocka_unit_test(test_parse_duration),

@@ -283,6 +283,7 @@ static const char *metavar(rtc_opt_type t)
     case RTC_OPT_LOG_LEVEL:
         return "LEVEL";
     case RTC_OPT_STRING:
+    case RTC_OPT_LIST:
     default:
         return "VALUE";
     }
@@ -304,6 +305,7 @@ static const char *expected(rtc_opt_type t)
     case RTC_OPT_LOG_LEVEL:
         return "debug, info, warn or error";
     case RTC_OPT_STRING:
+    case RTC_OPT_LIST:
     default:
         return "a string";
     }
@@ -318,7 +320,8 @@ static int apply(const rtc_option *o, const char *val, const char *src, char *er
     int rc;
 
     switch (o->type) {
-    case RTC_OPT_STRING: {
+    case RTC_OPT_STRING:
+    case RTC_OPT_LIST: {
         char *copy = strdup(val);
         if (!copy) {
             set_err(err, errlen, "%s: out of memory", src);
@@ -402,6 +405,7 @@ int rtc_config_parse(const rtc_option *opts, size_t nopts, int argc, char **argv
                      char *err, size_t errlen)
 {
     const char **flagval = NULL;
+    char **joined = NULL; /* RTC_OPT_LIST: the repeated flag's values so far */
     bool *allocated = NULL;
     bool help = false, flags_done = false;
     int rc = 0;
@@ -418,7 +422,8 @@ int rtc_config_parse(const rtc_option *opts, size_t nopts, int argc, char **argv
     }
     flagval = calloc(nopts ? nopts : 1, sizeof(*flagval));
     allocated = calloc(nopts ? nopts : 1, sizeof(*allocated));
-    if (!flagval || !allocated) {
+    joined = calloc(nopts ? nopts : 1, sizeof(*joined));
+    if (!flagval || !allocated || !joined) {
         set_err(err, errlen, "out of memory");
         rc = RTC_ENOMEM;
         goto out;
@@ -469,7 +474,28 @@ int rtc_config_parse(const rtc_option *opts, size_t nopts, int argc, char **argv
             rc = RTC_EINVAL;
             continue;
         }
-        flagval[o - opts] = val;
+        size_t k = (size_t)(o - opts);
+        if (o->type == RTC_OPT_LIST && joined[k]) {
+            size_t a = strlen(joined[k]), b = strlen(val);
+            char *j = realloc(joined[k], a + b + 2);
+            if (!j) {
+                set_err(err, errlen, "out of memory");
+                rc = RTC_ENOMEM;
+                goto out;
+            }
+            j[a] = ';';
+            memcpy(j + a + 1, val, b + 1);
+            joined[k] = j;
+            val = j;
+        } else if (o->type == RTC_OPT_LIST) {
+            if (!(joined[k] = strdup(val))) {
+                set_err(err, errlen, "out of memory");
+                rc = RTC_ENOMEM;
+                goto out;
+            }
+            val = joined[k];
+        }
+        flagval[k] = val;
     }
     if (help) {
         rc = RTC_EHELP;
@@ -496,7 +522,7 @@ int rtc_config_parse(const rtc_option *opts, size_t nopts, int argc, char **argv
             continue;
         }
         rc = apply(o, val, src, err, errlen);
-        if (rc == 0 && o->type == RTC_OPT_STRING)
+        if (rc == 0 && (o->type == RTC_OPT_STRING || o->type == RTC_OPT_LIST))
             allocated[i] = true;
     }
     if (rc < 0) {
@@ -511,6 +537,10 @@ int rtc_config_parse(const rtc_option *opts, size_t nopts, int argc, char **argv
             rc = RTC_EINVAL;
     }
 out:
+    if (joined)
+        for (size_t i = 0; i < nopts; i++)
+            free(joined[i]);
+    free(joined);
     free(flagval);
     free(allocated);
     return rc;
@@ -547,7 +577,7 @@ void rtc_config_usage(FILE *out, const char *prog, const char *summary, const rt
 void rtc_config_free(const rtc_option *opts, size_t nopts)
 {
     for (size_t i = 0; i < nopts; i++) {
-        if (opts[i].type == RTC_OPT_STRING && opts[i].dest) {
+        if ((opts[i].type == RTC_OPT_STRING || opts[i].type == RTC_OPT_LIST) && opts[i].dest) {
             free(*(char **)opts[i].dest);
             *(char **)opts[i].dest = NULL;
         }

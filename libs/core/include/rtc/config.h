@@ -5,7 +5,7 @@
  * (upper-cased, '-' → '_'). Flags win over the environment, the environment
  * over the default. Parsing validates types and ranges and reports the first
  * problem as one line in `err` ("--listen: expected HOST:PORT, got 'x'").
- * A flag given twice: the last wins. An empty environment variable counts as
+ * A flag given twice: the last wins (RTC_OPT_LIST flags accumulate). An empty environment variable counts as
  * unset. A value may start with '-' but not "--" (use --name=--x for that). */
 #ifndef RTC_CONFIG_H
 #define RTC_CONFIG_H
@@ -30,6 +30,9 @@ typedef enum {
                         * are binary: B, k/K/Ki/KiB, M/Mi/MiB, G/Gi/GiB, T/Ti/TiB. "KB"/"MB"
                         * are refused as ambiguous (1000 or 1024?). No fractions. */
     RTC_OPT_LOG_LEVEL, /* dest: rtc_log_level * */
+    RTC_OPT_LIST,      /* dest: char ** like RTC_OPT_STRING, but the flag may be repeated:
+                        * the values are joined with ';' in order (the environment
+                        * variable and the default are taken as they are, ';'-separated) */
 } rtc_opt_type;
 
 typedef struct rtc_option {
