@@ -11,6 +11,7 @@ int main(int argc, char **argv)
                    "gRPC (h2c) — rooms, sessions and a lossless relay, all state in Redis.",
         .default_listen = "127.0.0.1:50051",
         .default_admin = "127.0.0.1:9051",
+        .default_max_streams = "100000",
         .options = opts,
         .noptions = nopts,
         .setup = rtc_signaling_service_setup,

@@ -35,7 +35,11 @@ typedef struct rtc_service_def {
     const char *summary;        /* one line for --help */
     const char *default_listen; /* e.g. "127.0.0.1:8081" */
     const char *default_admin;  /* e.g. "127.0.0.1:9081" */
-    const rtc_option *options;  /* service-specific options (may be NULL) */
+    /* --max-streams default (NULL = "1000"). Signaling raises it: each
+     * bridge multiplexes every browser's Subscribe stream over one HTTP/2
+     * connection per pod (DESIGN.md §4: high on internal bridge links). */
+    const char *default_max_streams;
+    const rtc_option *options; /* service-specific options (may be NULL) */
     size_t noptions;
     /* Register gRPC services and handlers. Runs after config and before the
      * listeners open; a negative return aborts start-up: exit 2 for
