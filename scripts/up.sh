@@ -69,7 +69,10 @@ running_pid() {
 	exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
 	# A rebuilt binary shows as "<path> (deleted)". Debian's redis-server is
 	# a link to redis-check-rdb: recognise it by its process name.
-	if [[ ${exe% (deleted)} == "$BIN/$(bin_of "$name")" ]] ||
+	# Any build dir's binary counts (RTC_BIN_DIR may differ between start
+	# and stop); the name alone tells it from a reused pid.
+	exe="${exe% (deleted)}"
+	if [[ ${exe##*/} == "$(bin_of "$name")" ]] ||
 		[[ $name == redis-server && $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]]; then
 		echo "$pid"
 	fi
@@ -328,8 +331,10 @@ cmd_status() {
 			continue
 		fi
 		if readyz "$admin"; then ready=ready; else ready="NOT ready"; rc=3; fi
-		printf '  %-16s running (pid %s), %s: gRPC %s:%s, admin http://%s:%s\n' \
-			"$name" "$pid" "$ready" "$HOST" "$port" "$HOST" "$admin"
+		local face="gRPC $HOST:$port"
+		[[ $name == rtc-bridge* ]] && face="ws://$HOST:$port/ws"
+		printf '  %-16s running (pid %s), %s: %s, admin http://%s:%s\n' \
+			"$name" "$pid" "$ready" "$face" "$HOST" "$admin"
 	done
 	if redis_ping; then
 		printf '  %-16s answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
