@@ -279,7 +279,7 @@ void rtc_bridge_upcall_on_timer(rtc_bridge_upcall *up)
         rc =
             json_object_set_new(p, up->route->resume_req, json_string(up->cursor)) ? RTC_ENOMEM : 0;
     if (rc == 0)
-        rc = upcall_start(up, p, true, err, sizeof(err));
+        rc = upcall_start(up, p, false, err, sizeof(err));
     json_decref(p);
     if (rc == RTC_EUNAVAIL) {
         /* Not even started: count it as a failed attempt, with backoff. */
@@ -463,6 +463,12 @@ static bool rate_ok(rtc_bridge_conn *c, uint64_t now)
     return true;
 }
 
+static int rate_limited(rtc_bridge_conn *c, json_t *id, const char *msg)
+{
+    inc(c->env->metrics.rate_limited);
+    return reply_error(c, id, grpc_error_obj(RTC_GRPC_RESOURCE_EXHAUSTED, msg));
+}
+
 static rtc_bridge_upcall *find_stream(rtc_bridge_conn *c, const char *sub)
 {
     for (rtc_bridge_upcall *up = c->head; up; up = up->next)
@@ -483,6 +489,8 @@ static int local_method(rtc_bridge_conn *c, const char *method, json_t *id, json
 {
     if (strcmp(method, "session.authenticate") == 0) {
         const char *t = local_param(params, "accessToken");
+        if (!t)
+            t = local_param(params, "access_token");
         if (!t || rtc_bridge_conn_set_token(c, t) < 0)
             return bad_request(c, id, RTC_JSONRPC_INVALID_PARAMS,
                                "invalid params: expected {\"accessToken\": \"<token>\"} (1-8192 "
@@ -561,20 +569,37 @@ int rtc_bridge_conn_recv(rtc_bridge_conn *c, const char *text, size_t len, uint6
     inc(c->env->metrics.requests);
     if (c->dead)
         return RTC_ECLOSED;
+    /* Every message takes a token, well-formed or not: a flood of garbage
+     * is limited like any other. The answer still carries the request's id
+     * when it can be read. */
+    bool limited = !rate_ok(c, now_ms);
     unsigned max_depth = c->env->limits.max_depth;
     char msg[300];
+    if (limited)
+        snprintf(msg, sizeof(msg), "rate limit: at most %g requests per second (burst %g)",
+                 c->env->limits.rate, c->env->limits.burst);
     if (rtc_bridge_json_depth(text, len, max_depth) > max_depth) {
+        if (limited)
+            return rate_limited(c, json_null(), msg);
         snprintf(msg, sizeof(msg), "parse error: JSON nested deeper than %u levels", max_depth);
         return bad_request(c, json_null(), RTC_JSONRPC_PARSE_ERROR, msg);
     }
     json_error_t jerr;
     json_t *req = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!req) {
+        if (limited)
+            return rate_limited(c, json_null(), msg);
         snprintf(msg, sizeof(msg), "parse error: %s (line %d, column %d)", jerr.text, jerr.line,
                  jerr.column);
         return bad_request(c, json_null(), RTC_JSONRPC_PARSE_ERROR, msg);
     }
     int rc;
+    if (limited) {
+        json_t *rid = json_is_object(req) ? json_object_get(req, "id") : NULL;
+        rc = rate_limited(
+            c, rid && (json_is_string(rid) || json_is_integer(rid)) ? rid : json_null(), msg);
+        goto out;
+    }
     if (json_is_array(req)) {
         rc = bad_request(c, json_null(), RTC_JSONRPC_INVALID_REQUEST,
                          "batch requests are not supported: send one request per message");
@@ -622,13 +647,6 @@ int rtc_bridge_conn_recv(rtc_bridge_conn *c, const char *text, size_t len, uint6
             rc = bad_request(c, id, RTC_JSONRPC_INVALID_REQUEST, msg);
             goto out;
         }
-    }
-    if (!rate_ok(c, now_ms)) {
-        inc(c->env->metrics.rate_limited);
-        snprintf(msg, sizeof(msg), "rate limit: at most %g requests per second (burst %g)",
-                 c->env->limits.rate, c->env->limits.burst);
-        rc = reply_error(c, id, grpc_error_obj(RTC_GRPC_RESOURCE_EXHAUSTED, msg));
-        goto out;
     }
     if (strcmp(method, "session.authenticate") == 0 || strcmp(method, "rpc.cancel") == 0) {
         rc = local_method(c, method, id, params);

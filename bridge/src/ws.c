@@ -23,6 +23,9 @@
 #define SUBPROTOCOL   "rtc.v1.jsonrpc"
 #define RX_CHUNK      4096
 #define MAX_HTTP_BODY (4 << 20)
+/* LWS_WRITE_CLOSE: in lws 4.1.6's enum lws_write_protocol but left out of
+ * its public header ("handled by lws_close_reason()"). */
+#define WRITE_CLOSE ((enum lws_write_protocol)4)
 
 typedef struct out_msg {
     struct out_msg *next;
@@ -214,12 +217,19 @@ static int op_send(void *ud, const char *text, size_t len)
     ws_sess *s = ud;
     if (s->closing)
         return RTC_ECLOSED;
-    if (s->queued + len > s->b->cfg.send_queue) {
-        rtc_warn("slow consumer: closing the socket", "queued", s->queued > 0 ? "yes" : "no");
-        /* Its peer does not read: a close frame would not get through. */
+    /* One message of any size may wait alone (a fast reader with a big
+     * event); beyond that the queue is bounded. */
+    if (s->queued > 0 && s->queued + len > s->b->cfg.send_queue) {
+        char q[24];
+        snprintf(q, sizeof(q), "%zu", s->queued);
+        rtc_warn("slow consumer: dropping the socket", "queued_bytes", q);
+        /* Its peer does not read: a close frame would not get through.
+         * LWS_TO_KILL_ASYNC from outside lws's own callbacks waits for the
+         * next service of the socket (19 s seen on an idle bridge); a 1 s
+         * timeout is run by lws's timer. */
         s->closing = true;
         ws_count_close(s->b, "send queue full");
-        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
         return RTC_ETOOBIG;
     }
     out_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
@@ -357,8 +367,9 @@ static int sess_open(struct lws *wsi, ws_sess *s)
     if (b->m_sockets)
         rtc_metric_set(b->m_sockets, (double)b->nsessions);
     char token[8200];
-    if (lws_get_urlarg_by_name(wsi, "access_token=", token, sizeof(token))) {
-        if (rtc_bridge_conn_set_token(s->conn, token) < 0) {
+    const char *tv = lws_get_urlarg_by_name(wsi, "access_token=", token, sizeof(token));
+    if (tv) {
+        if (rtc_bridge_conn_set_token(s->conn, tv) < 0) {
             lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
                              (unsigned char *)"invalid access_token", 20);
             ws_count_close(b, "invalid access_token");
@@ -423,9 +434,17 @@ static int sess_receive(struct lws *wsi, ws_sess *s, const void *in, size_t len)
 
 static int sess_writeable(struct lws *wsi, ws_sess *s)
 {
-    if (s->closing) {
+    if (s->closing && !s->qhead) {
         const char *r = s->close_reason ? s->close_reason : "";
-        lws_close_reason(wsi, (enum lws_close_status)s->close_code, (unsigned char *)r, strlen(r));
+        /* The close frame is written here: lws 4.1.6 does not send the
+         * lws_close_reason() payload when a writeable callback returns -1
+         * (it shuts the socket: browsers saw 1006, not 1001). */
+        unsigned char cb[LWS_PRE + 125];
+        size_t n = strlen(r) > 123 ? 123 : strlen(r);
+        cb[LWS_PRE] = (unsigned char)(s->close_code >> 8);
+        cb[LWS_PRE + 1] = (unsigned char)(s->close_code & 0xff);
+        memcpy(cb + LWS_PRE + 2, r, n);
+        lws_write(wsi, cb + LWS_PRE, n + 2, WRITE_CLOSE);
         return -1;
     }
     out_msg *m = s->qhead;
@@ -439,7 +458,7 @@ static int sess_writeable(struct lws *wsi, ws_sess *s)
     free(m);
     if (w < 0)
         return -1;
-    if (s->qhead)
+    if (s->qhead || s->closing)
         lws_callback_on_writable(wsi);
     return 0;
 }
@@ -512,6 +531,7 @@ int ws_start(bridge *b)
     info.user = b;
     info.retry_and_idle_policy = &retry;
     info.timeout_secs = (unsigned)(b->cfg.header_timeout / 1000 ? b->cfg.header_timeout / 1000 : 1);
+    info.timeout_secs_ah_idle = info.timeout_secs;
     info.max_http_header_data = 8192;
     info.server_string = "rtc-bridge";
     info.fd_limit_per_thread = (unsigned)(b->cfg.max_sockets + 64);

@@ -624,6 +624,12 @@ static void test_rate_limit(void **state)
     expect_error(RTC_JSONRPC_METHOD_NOT_FOUND, "not found");
     assert_int_equal(rtc_bridge_conn_recv(C, req, strlen(req), 6000), 0);
     expect_error(RTC_GRPC_RESOURCE_EXHAUSTED, "rate limit");
+    /* garbage is limited too (a flood of it must not be answered for free) */
+    assert_int_equal(rtc_bridge_conn_recv(C, "{x", 2, 6000), 0);
+    expect_error(RTC_GRPC_RESOURCE_EXHAUSTED, "rate limit");
+    json_t *j = last_sent();
+    assert_true(json_is_null(json_object_get(j, "id")));
+    json_decref(j);
 }
 
 static void test_stream_and_call_limits(void **state)
