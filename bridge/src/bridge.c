@@ -167,6 +167,9 @@ static int open_channels(bridge *b)
         rtc_grpc_channel_options_init(&o);
         o.targets = targets;
         o.health_check = b->cfg.health_check;
+        /* The service's own status: a pod waiting for Redis keeps "" SERVING
+         * (alive) but its service NOT_SERVING (not ready): skip it. */
+        o.health_service = svc;
         o.backoff_max_ms = 2000; /* a restarted pod is used again within 2 s */
         o.keepalive_ms = 10000;  /* a silently dead upstream is noticed */
         int rc = rtc_grpc_channel_new(b->loop, &o, b->metrics, &b->channels[i]);

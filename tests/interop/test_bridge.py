@@ -1148,6 +1148,27 @@ class ReadinessTest(BridgeCase):
         self.assertIn("sessionId", w.result(SIG + "Join", {}))
 
 
+    def test_readyz_follows_redis(self):
+        """A pod whose Redis is gone stays alive ("" SERVING) but its
+        service is NOT_SERVING: the bridge health-checks the service name,
+        so it is not ready (and routes nothing there) until Redis is back."""
+        pod = self.make_pod(4)
+        pod.start()
+        br = self.start_bridge([], "bridge-redis", pods=[pod])
+        br.wait_ready()
+        self.redis.stop()
+        try:
+            wait_for(lambda: br.readyz() == 503 and br.readyz(admin=False) == 503, 30,
+                     what="/readyz 503 while Redis is down")
+            self.assertTrue(pod.alive(), "the pod must survive a Redis outage")
+        finally:
+            self.redis.start(keep_port=True)
+        wait_for(lambda: br.readyz() == 200, 30, what="/readyz 200 once Redis is back")
+        w = self.ws(br, name="after-redis")
+        login = self.devlogin(w, "Back", self.room())
+        w.result("session.authenticate", {"accessToken": login["accessToken"]})
+        self.assertIn("sessionId", w.result(SIG + "Join", {}))
+
     def test_stream_ends_after_resume_for(self):
         """With no pod left, a stream keeps trying for --resume-for (2 s
         here), then ends with rpc.end carrying UNAVAILABLE."""
