@@ -75,6 +75,35 @@ def http_get(port, path, timeout=5.0):
         c.close()
 
 
+class DumpLogsOnFailure:
+    """TestCase mixin: when a test fails, print the end of every log of the
+    class's `procs` [(name, Pod | process with .proc | {"log": path})]."""
+    LOG_TAIL = 50
+
+    @classmethod
+    def dump_logs(cls, why):
+        H.log("\n==== logs of %s (%s) ====" % (cls.__name__, why))
+        for name, p in getattr(cls, "procs", []):
+            if isinstance(p, dict):
+                try:
+                    with open(p["log"], "rb") as f:
+                        text = f.read().decode("utf-8", "replace")
+                except OSError:
+                    text = ""
+            elif isinstance(p, Pod):
+                text = p.all_logs()
+            else:
+                text = p.proc.log_text() if getattr(p, "proc", None) else ""
+            H.log("---- %s ----\n%s" % (name, "\n".join(text.splitlines()[-cls.LOG_TAIL:])))
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result else 0
+        out = super().run(result)
+        if result and len(result.failures) + len(result.errors) > before:
+            self.dump_logs(self.id())
+        return out
+
+
 class Pod:
     """One rtc-signaling process on fixed free ports, so that kill() and
     start() bring it back at the same address (a restarted pod)."""

@@ -146,10 +146,11 @@ def left_ev(pid):
     return lambda e: "participantLeft" in e and e["participantLeft"]["participant"]["id"] == pid
 
 
-class BridgeCase(unittest.TestCase):
+class BridgeCase(S.DumpLogsOnFailure, unittest.TestCase):
     """Base: a temp dir, redis-server, rtc-auth (--dev), NUM_PODS
     rtc-signaling pods sharing that Redis, and one rtc-bridge per entry of
     BRIDGES (its extra flags), every bridge routed to all the pods."""
+    LOG_TAIL = 40
 
     NUM_PODS = 2
     POD_ARGS = ("--rate-limit", "0")
@@ -201,28 +202,6 @@ class BridgeCase(unittest.TestCase):
         cls.addClassCleanup(b.stop)
         return b
 
-    @classmethod
-    def dump_logs(cls, why):
-        H.log("\n==== logs of %s (%s) ====" % (cls.__name__, why))
-        for name, p in getattr(cls, "procs", []):
-            if isinstance(p, dict):
-                try:
-                    with open(p["log"], "rb") as f:
-                        text = f.read().decode("utf-8", "replace")
-                except OSError:
-                    text = ""
-            elif isinstance(p, S.Pod):
-                text = p.all_logs()
-            else:
-                text = p.proc.log_text() if getattr(p, "proc", None) else ""
-            H.log("---- %s ----\n%s" % (name, "\n".join(text.splitlines()[-40:])))
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result else 0
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > before:
-            self.dump_logs(self.id())
-        return out
 
     # ---- helpers ----
 

@@ -88,7 +88,7 @@ def exe(name):
     return os.path.join(BIN_DIR, name)
 
 
-class SigCase(unittest.TestCase):
+class SigCase(S.DumpLogsOnFailure, unittest.TestCase):
     """Base: a temp dir, redis-server, rtc-auth (--dev) and NUM_PODS
     rtc-signaling pods sharing that Redis. POD_ARGS are extra flags for every
     pod, POD_ARGS_EACH (list) for pod i."""
@@ -163,28 +163,6 @@ class SigCase(unittest.TestCase):
         cls.clients.append(client)
         return pod, client
 
-    @classmethod
-    def dump_logs(cls, why):
-        H.log("\n==== logs of %s (%s) ====" % (cls.__name__, why))
-        for name, p in getattr(cls, "procs", []):
-            if isinstance(p, dict):
-                try:
-                    with open(p["log"], "rb") as f:
-                        text = f.read().decode("utf-8", "replace")
-                except OSError:
-                    text = ""
-            elif isinstance(p, S.Pod):
-                text = p.all_logs()
-            else:
-                text = p.proc.log_text() if getattr(p, "proc", None) else ""
-            H.log("---- %s ----\n%s" % (name, "\n".join(text.splitlines()[-50:])))
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result else 0
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > before:
-            self.dump_logs(self.id())
-        return out
 
     # ---- helpers ----
 
