@@ -39,7 +39,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -1126,6 +1128,24 @@ class ReadinessTest(BridgeCase):
         wait_for(lambda: br.readyz() == 200, 30, what="/readyz 200 after a restart")
         self.assertIn("sessionId", w.result(SIG + "Join", {}))
 
+
+    def test_port_in_use_exits_1(self):
+        """A listener that cannot bind ends start-up with status 1 and says
+        which (lws alone would keep running, serving nothing)."""
+        with socket.socket() as held, socket.socket() as held2:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            held2.bind(("127.0.0.1", 0))
+            held2.listen()
+            ports = held.getsockname()[1], held2.getsockname()[1]
+            cases = ((ports[0], 0, "cannot listen"), (ports[0], ports[1], "cannot listen"),
+                     (0, ports[1], "cannot start admin listener"))
+            for main_port, admin_port, msg in cases:
+                r = subprocess.run([exe("rtc-bridge"), "--listen", "127.0.0.1:%d" % main_port,
+                                    "--admin", "127.0.0.1:%d" % admin_port],
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual(r.returncode, 1, "%s: %s" % (msg, r.stderr[-500:]))
+                self.assertIn(msg, r.stderr)
 
     def test_readyz_follows_redis(self):
         """A pod whose Redis is gone stays alive ("" SERVING) but its
