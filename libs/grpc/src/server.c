@@ -113,6 +113,7 @@ struct conn {
     rtc_grpc_server *srv;
     nghttp2_session *h2;
     rtc_list calls;
+    rtc_list draining; /* calls whose on_drain is due (drain_node) */
     rtc_buf wbuf;
     uv_write_t wreq;
     bool writing;
@@ -133,8 +134,9 @@ enum call_state {
 };
 
 struct rtc_grpc_call {
-    rtc_list node; /* in conn->calls */
-    conn *conn;    /* NULL once the connection is gone */
+    rtc_list node;       /* in conn->calls */
+    rtc_list drain_node; /* in conn->draining while drain_wanted */
+    conn *conn;          /* NULL once the connection is gone */
     rtc_grpc_server *srv;
     int32_t stream_id;
     method *m;
@@ -342,8 +344,10 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf
             call->out_off = 0;
             call->out.len = 0;
             call->frame_off = 0;
-            if (call->drain_fn)
+            if (call->drain_fn && !call->drain_wanted) {
                 call->drain_wanted = true;
+                rtc_list_add(&c->draining, &call->drain_node);
+            }
         }
     }
     if (call_pending(call) == 0 && call->finished) {
@@ -493,6 +497,7 @@ static void call_maybe_free(rtc_grpc_call *call)
     if (call->state == CALL_DISPATCHED)
         return; /* the handler still owns it */
     rtc_list_del(&call->node);
+    rtc_list_del(&call->drain_node);
     if (call->timer_used) {
         call->timer_used = false;
         uv_close((uv_handle_t *)&call->timer, call_timer_closed);
@@ -586,6 +591,7 @@ static rtc_grpc_call *call_new(conn *c, int32_t stream_id)
     rtc_grpc_deframer_init(&call->deframer, s->opts.max_recv_message);
     call->deframer.body = body;
     rtc_list_add(&c->calls, &call->node);
+    rtc_list_init(&call->drain_node);
     s->ncalls++;
     return call;
 }
@@ -939,6 +945,8 @@ static void conn_close(conn *c)
         rtc_grpc_call *call = rtc_container_of(c->calls.next, rtc_grpc_call, node);
         rtc_list_del(&call->node);
         rtc_list_init(&call->node);
+        rtc_list_del(&call->drain_node);
+        call->drain_wanted = false;
         call->conn = NULL;
         call->stream_closed = true;
         if (call->state == CALL_DISPATCHED && call->srv->m_streams)
@@ -964,14 +972,26 @@ static void conn_mark_dirty(conn *c)
         uv_idle_start(&c->srv->flusher, flusher_cb);
 }
 
+/* Only the calls whose output just drained: walking every call here made a
+ * pod's flush O(open streams) (73 % of its CPU with a bridge's 5,000
+ * Subscribe streams on one connection). The due list is taken first, so a
+ * callback that queues and drains again is run on a later flush. */
 static void run_drain_callbacks(conn *c)
 {
-    rtc_list *l = c->calls.next;
-    while (l != &c->calls) {
-        rtc_grpc_call *call = rtc_container_of(l, rtc_grpc_call, node);
-        l = l->next;
-        if (call->drain_wanted && call->state == CALL_DISPATCHED && !call->cancelled) {
-            call->drain_wanted = false;
+    if (rtc_list_empty(&c->draining))
+        return;
+    rtc_list due;
+    rtc_list_init(&due);
+    due.next = c->draining.next;
+    due.prev = c->draining.prev;
+    due.next->prev = &due;
+    due.prev->next = &due;
+    rtc_list_init(&c->draining);
+    while (!rtc_list_empty(&due)) {
+        rtc_grpc_call *call = rtc_container_of(due.next, rtc_grpc_call, drain_node);
+        rtc_list_del(&call->drain_node);
+        call->drain_wanted = false;
+        if (call->state == CALL_DISPATCHED && !call->cancelled) {
             call->busy++;
             call->drain_fn(call, call->drain_ud);
             call->busy--;
@@ -1117,6 +1137,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     c->srv = s;
     rtc_list_init(&c->calls);
+    rtc_list_init(&c->draining);
     rtc_list_init(&c->dirty_node);
     rtc_list_init(&c->node);
     uv_tcp_init(s->loop, &c->tcp);
