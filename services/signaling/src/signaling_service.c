@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rtc/auth/v1/auth.pb-c.h"
 #include "rtc/core.h"
@@ -731,13 +732,16 @@ int rtc_signaling_service_setup(rtc_service *svc, void *ud)
     if ((rc = sig_admin_register()) < 0)
         return rc;
 
+    srand((unsigned)(rtc_now_ms() ^ ((uint64_t)getpid() << 16))); /* touch jitter */
     sig_relay_init();
     uv_timer_init(G.loop, &G.sweep_timer);
     uv_timer_init(G.loop, &G.touch_timer);
     G.timers_started = true;
     uv_timer_start(&G.sweep_timer, sweep_tick, G.cfg.sweep_interval, G.cfg.sweep_interval);
-    uint64_t touch = G.cfg.session_ttl / 3 ? G.cfg.session_ttl / 3 : 1;
-    uv_timer_start(&G.touch_timer, sig_streams_touch, touch, touch);
+    /* Each stream's session is refreshed every session_ttl / 3, spread
+     * over ticks of a tenth of that (see sig_streams_touch). */
+    uint64_t tick = G.cfg.session_ttl / 30 ? G.cfg.session_ttl / 30 : 1;
+    uv_timer_start(&G.touch_timer, sig_streams_touch, tick, tick);
     update_ready();
     rtc_log(RTC_LOG_INFO, "signaling pod", "pod", G.pod, NULL);
     return 0;

@@ -28,6 +28,11 @@
 #define ATTACH_COUNT "64"
 #define SEND_LIMIT   (256 * 1024) /* queued bytes beyond which a stream reads back later */
 #define TOUCH_BATCH  100          /* sessions per rtc_touch */
+/* Sessions refreshed per touch tick at least allowed (more with many
+ * streams): a pod holding 10,000 streams must not send Redis one burst of
+ * rtc_touch calls (it blocked Redis for over a second, and other commands
+ * timed out behind it). */
+#define TOUCH_PER_TICK 500
 
 struct sig_stream {
     UT_hash_handle hh;
@@ -45,7 +50,17 @@ struct sig_stream {
     bool ending;                     /* session over: finish once drained */
     bool behind;                     /* send queue full: read back on drain */
     bool stale;                      /* a read failed: retry on resync / touch */
+    uint64_t next_touch;             /* rtc_now_ms() when the session is refreshed next */
 };
+
+/* The touch period: a third of the session TTL, so a session survives two
+ * lost touches. Each stream is first touched at a random point of its
+ * first period, so streams attached together are not refreshed together. */
+static uint64_t touch_period(void)
+{
+    uint64_t p = G.cfg.session_ttl / 3;
+    return p ? p : 1;
+}
 
 static void stream_end(sig_stream *s, int status, const char *msg)
 {
@@ -225,6 +240,7 @@ static void on_attach(void *ud, int err, const redisReply *reply)
         stream_end(old, RTC_GRPC_ABORTED, "a newer Subscribe for this session took over");
     HASH_ADD_STR(G.streams, key, s);
     s->registered = true;
+    s->next_touch = rtc_now_ms() + 1 + (uint64_t)rand() % touch_period();
     G.nstreams++;
     rtc_metric_set(G.m_streams, (double)G.nstreams);
     if (deliver_entries(s, reply->element[3]) < 0)
@@ -372,24 +388,35 @@ static void touch_send(touch_batch *b, const char **argv, size_t argc)
         free(b);
 }
 
+/* Runs every touch tick (a tenth of the period): refreshes the sessions
+ * whose time has come, at most TOUCH_PER_TICK of them, in rtc_touch calls
+ * of TOUCH_BATCH; the rest wait for the next tick. */
 void sig_streams_touch(uv_timer_t *t)
 {
     (void)t;
     if (!G.redis_up || !G.funcs_loaded || !G.streams)
         return;
     const char *argv[4 + 2 * TOUCH_BATCH] = {"FCALL", "rtc_touch", "0", G.session_ttl};
-    size_t argc = 4;
+    size_t argc = 4, sent = 0;
+    /* Twice the even share of a tick, so a backlog clears in a few ticks
+     * and no session waits past its TTL. */
+    size_t cap = G.nstreams / 5 > TOUCH_PER_TICK ? G.nstreams / 5 : TOUCH_PER_TICK;
+    uint64_t now = rtc_now_ms(), period = touch_period();
     touch_batch *b = NULL;
     sig_stream *s, *tmp;
     HASH_ITER(hh, G.streams, s, tmp)
     {
         if (s->stale && !s->rreq)
             fill(s); /* a read that failed earlier */
+        if (s->next_touch > now || sent == cap)
+            continue;
         if (!b && !(b = calloc(1, sizeof(*b))))
             return;
+        s->next_touch = now + period;
         snprintf(b->keys[b->n++], sizeof(b->keys[0]), "%s", s->key);
         argv[argc++] = s->room;
         argv[argc++] = s->session;
+        sent++;
         if (b->n == TOUCH_BATCH) {
             touch_send(b, argv, argc);
             b = NULL;
