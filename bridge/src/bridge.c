@@ -231,6 +231,7 @@ static void shutdown_all(bridge *b)
 static void on_tick(uv_timer_t *t)
 {
     bridge *b = t->data;
+    ws_idle_sweep(b, rtc_now_ms());
     if (!b->draining) {
         update_ready(b);
         return;

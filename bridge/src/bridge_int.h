@@ -64,6 +64,9 @@ int ws_start(bridge *b);
  * when none is left. force closes them all. */
 bool ws_drain_step(bridge *b, bool force);
 void ws_stop(bridge *b);
+/* Ping sockets silent for --ping-interval, hang up those silent for
+ * --idle-timeout (pongs count as traffic). From the bridge's tick. */
+void ws_idle_sweep(bridge *b, uint64_t now);
 /* The conn ops that run over the lws transport (ud = ws_sess). */
 extern const rtc_bridge_conn_ops ws_conn_ops;
 void ws_count_close(bridge *b, const char *reason);
