@@ -25,12 +25,13 @@ struct rtc_bridge_upcall {
     rtc_bridge_conn *c;
     rtc_bridge_upcall *prev, *next;
     const rtc_bridge_route *route;
-    json_t *id;         /* the request's id (unary); NULL for a notification */
-    bool stream;        /* server-streaming: a subscription */
-    char sub[24];       /* its subscription id */
-    json_t *params;     /* streams: the request, re-encoded with the cursor on resume */
-    char *cursor;       /* last resume_resp value delivered */
-    json_t *result;     /* unary: the response */
+    json_t *id;     /* the request's id (unary); NULL for a notification */
+    bool stream;    /* server-streaming: a subscription */
+    char sub[24];   /* its subscription id */
+    json_t *params; /* streams: the request, re-encoded with the cursor on resume */
+    char *cursor;   /* last resume_resp value delivered */
+    rtc_buf result; /* unary: the response's JSON text */
+    bool has_result;
     void *handle;       /* transport call in flight, or NULL */
     void *timer;        /* resume backoff timer, or NULL */
     bool established;   /* current attempt got its response headers */
@@ -75,22 +76,31 @@ static void inc(rtc_metric *m)
 
 /* ---- output ---------------------------------------------------------------- */
 
+/* Send text[0..len) as one frame. */
+static int send_text(rtc_bridge_conn *c, const char *text, size_t len)
+{
+    if (c->dead)
+        return RTC_ECLOSED;
+    if (c->env->ops.send(c->ud, text, len) < 0) {
+        c->dead = true;
+        return RTC_ECLOSED;
+    }
+    return 0;
+}
+
 /* Send obj (a reference is stolen) as one compact text frame. */
 static int send_json(rtc_bridge_conn *c, json_t *obj)
 {
     if (!obj)
         return RTC_ENOMEM;
-    int rc = 0;
+    int rc = RTC_ECLOSED;
     if (!c->dead) {
         char *text = json_dumps(obj, JSON_COMPACT);
-        if (!text)
-            rc = RTC_ENOMEM;
-        else if ((rc = c->env->ops.send(c->ud, text, strlen(text))) < 0)
-            c->dead = true;
+        rc = text ? send_text(c, text, strlen(text)) : RTC_ENOMEM;
         free(text);
     }
     json_decref(obj);
-    return c->dead ? RTC_ECLOSED : rc;
+    return rc;
 }
 
 static json_t *error_obj(int code, const char *message, json_t *data)
@@ -127,6 +137,25 @@ static int reply_result(rtc_bridge_conn *c, json_t *id, json_t *result)
         return 0;
     }
     return send_json(c, json_pack("{s:s,s:O,s:o}", "jsonrpc", "2.0", "id", id, "result", result));
+}
+
+/* A result given as JSON text (a response's): the envelope around it. */
+static int reply_result_text(rtc_bridge_conn *c, json_t *id, const rtc_buf *result)
+{
+    if (!id)
+        return 0;
+    char *idtext = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+    rtc_buf out = RTC_BUF_INIT;
+    int rc = idtext ? 0 : RTC_ENOMEM;
+    if (rc == 0 &&
+        (rtc_buf_printf(&out, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":", idtext) < 0 ||
+         rtc_buf_append(&out, result->data, result->len) < 0 || rtc_buf_append(&out, "}", 1) < 0))
+        rc = RTC_ENOMEM;
+    if (rc == 0)
+        rc = send_text(c, (const char *)out.data, out.len);
+    free(idtext);
+    rtc_buf_free(&out);
+    return rc;
 }
 
 /* A -326xx error for a malformed request. id: the request's, NULL for a
@@ -174,7 +203,7 @@ static void upcall_free(rtc_bridge_upcall *up)
         c->ncalls--;
     json_decref(up->id);
     json_decref(up->params);
-    json_decref(up->result);
+    rtc_buf_free(&up->result);
     free(up->cursor);
     free(up);
 }
@@ -299,38 +328,54 @@ void rtc_bridge_upcall_on_headers(rtc_bridge_upcall *up)
     up->waited_ms = 0;
 }
 
+/* The response is written as JSON text straight from the protobuf message
+ * into its envelope (rtc_pbjson_decode_text): building jansson values only
+ * to print them was the largest cost of a relayed event in the bridge. */
 int rtc_bridge_upcall_on_message(rtc_bridge_upcall *up, const uint8_t *data, size_t len)
 {
     rtc_bridge_conn *c = up->c;
-    json_t *j = NULL;
     char err[200] = "";
-    int rc =
-        rtc_pbjson_decode(c->env->pj, up->route->method->output, data, len, &j, err, sizeof(err));
+    rtc_buf *out = &up->result;
+    rtc_buf ev = RTC_BUF_INIT;
+    if (up->stream) {
+        out = &ev;
+        if (rtc_buf_printf(out,
+                           "{\"jsonrpc\":\"2.0\",\"method\":\"rpc.event\",\"params\":{"
+                           "\"subscription\":\"%s\",\"result\":",
+                           up->sub) < 0)
+            return 1;
+    } else {
+        rtc_buf_reset(out);
+    }
+    ProtobufCMessage *msg = NULL;
+    int rc = rtc_pbjson_decode_text(c->env->pj, up->route->method->output, data, len, out,
+                                    up->stream ? &msg : NULL, err, sizeof(err));
     if (rc < 0) {
+        rtc_buf_free(&ev);
         up->fail_status = RTC_GRPC_INTERNAL;
         snprintf(up->fail_msg, sizeof(up->fail_msg), "upstream sent an invalid %s: %s",
                  up->route->method->output->name, err);
         return 1; /* the transport cancels; on_close reports fail_msg */
     }
     if (!up->stream) {
-        json_decref(up->result);
-        up->result = j;
+        up->has_result = true;
         return 0;
     }
-    if (up->route->resume_resp) {
-        const char *cur = json_string_value(json_object_get(j, up->route->resume_resp));
-        if (cur && cur[0]) {
-            char *copy = strdup(cur);
-            if (copy) {
-                free(up->cursor);
-                up->cursor = copy;
-            }
+    const ProtobufCFieldDescriptor *cf = up->route->resume_resp_field;
+    if (cf) {
+        const char *cur = *(char *const *)((const char *)msg + cf->offset);
+        char *copy = cur && cur[0] ? strdup(cur) : NULL;
+        if (copy) {
+            free(up->cursor);
+            up->cursor = copy;
         }
     }
+    protobuf_c_message_free_unpacked(msg, NULL);
     inc(c->env->metrics.events);
-    return notify(c, "rpc.event", json_pack("{s:s,s:o}", "subscription", up->sub, "result", j)) < 0
-               ? 1
-               : 0;
+    rc =
+        rtc_buf_append(&ev, "}}", 2) < 0 ? RTC_ENOMEM : send_text(c, (const char *)ev.data, ev.len);
+    rtc_buf_free(&ev);
+    return rc < 0 ? 1 : 0;
 }
 
 void rtc_bridge_upcall_on_close(rtc_bridge_upcall *up, int status, const char *message)
@@ -342,15 +387,13 @@ void rtc_bridge_upcall_on_close(rtc_bridge_upcall *up, int status, const char *m
         message = up->fail_msg;
     }
     if (!up->stream) {
-        if (status == RTC_GRPC_OK && !up->result) {
+        if (status == RTC_GRPC_OK && !up->has_result) {
             status = RTC_GRPC_INTERNAL;
             message = "upstream answered OK without a message";
         }
         count_call(c, up->route, status);
         if (status == RTC_GRPC_OK) {
-            json_t *res = up->result;
-            up->result = NULL;
-            reply_result(c, up->id, res);
+            reply_result_text(c, up->id, &up->result);
         } else {
             reply_error(c, up->id, grpc_error_obj(status, message));
         }

@@ -221,6 +221,7 @@ static int add_resume(rtc_bridge_routes *r, const rtc_pbjson *pj, char *item, ch
                     colon + 1);
     if (!(rt->resume_req = keep(r, eq + 1)) || !(rt->resume_resp = keep(r, colon + 1)))
         return RTC_ENOMEM;
+    rt->resume_resp_field = fr;
     return 0;
 }
 

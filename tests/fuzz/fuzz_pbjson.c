@@ -141,6 +141,19 @@ static void fuzz_wire(const target *t, const uint8_t *data, size_t size)
     char err[512] = "";
     json_t *j = NULL;
     int rc = rtc_pbjson_decode(t->pj, t->desc, data, size, &j, err, sizeof(err));
+    /* The text writer agrees with decode: same verdict, same JSON. */
+    rtc_buf text = RTC_BUF_INIT;
+    int trc = rtc_pbjson_decode_text(t->pj, t->desc, data, size, &text, NULL, err, sizeof(err));
+    CHECK(trc == rc);
+    if (rc == 0) {
+        json_error_t jerr;
+        json_t *jt = json_loadb((const char *)text.data, text.len, 0, &jerr);
+        CHECK(jt && json_equal(jt, j));
+        json_decref(jt);
+    } else {
+        CHECK(text.len == 0);
+    }
+    rtc_buf_free(&text);
     if (rc) {
         CHECK((rc == RTC_EPROTO || rc == RTC_EINVAL) && err[0] && !j);
         return;

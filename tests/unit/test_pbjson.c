@@ -364,6 +364,28 @@ static void check_golden(const reach *r, const char *base)
     snprintf(what, sizeof(what), "%s: decode(.bin) vs .json", base);
     assert_json_equal(j, golden, what);
 
+    /* The text writer (the bridge's path) says the same: python's bytes →
+     * our JSON text, parsed, = python's JSON; and the message it hands
+     * over is the one the bytes hold. */
+    rtc_buf text = RTC_BUF_INIT;
+    ProtobufCMessage *tm = NULL;
+    rtc_buf_append(&text, "x", 1); /* appended after what is there */
+    rc = rtc_pbjson_decode_text(pj, d, bin, binlen, &text, &tm, err, sizeof(err));
+    if (rc)
+        fail_msg("%s: decode_text: %s", base, err);
+    json_error_t jerr;
+    json_t *jt = json_loadb((const char *)text.data + 1, text.len - 1, 0, &jerr);
+    if (!jt)
+        fail_msg("%s: decode_text wrote invalid JSON (%s): %.*s", base, jerr.text, (int)text.len,
+                 (const char *)text.data);
+    snprintf(what, sizeof(what), "%s: decode_text(.bin) vs .json", base);
+    assert_json_equal(jt, golden, what);
+    assert_non_null(tm);
+    assert_ptr_equal(tm->descriptor, d);
+    protobuf_c_message_free_unpacked(tm, NULL);
+    json_decref(jt);
+    rtc_buf_free(&text);
+
     /* Our JSON → bytes means what python's bytes mean, to the byte when both
      * come from the same JSON (protobuf-c repacks python's bytes in its
      * own order: zero map keys and values left out). */

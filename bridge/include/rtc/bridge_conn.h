@@ -48,6 +48,7 @@ typedef struct rtc_bridge_route {
     bool is_public;          /* callable without a token */
     const char *resume_req;  /* resumable stream: request field (json name) set to the cursor */
     const char *resume_resp; /* … taken from this field of each response; NULL = not resumable */
+    const ProtobufCFieldDescriptor *resume_resp_field; /* that field (a string) */
 } rtc_bridge_route;
 
 /* Build the policy from configuration text (the flags of rtc-bridge):

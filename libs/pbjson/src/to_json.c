@@ -12,6 +12,7 @@
  * it recurses once per nested message with no limit, and a few bytes per
  * level are enough to exhaust the stack. */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,6 +294,241 @@ int pj_msg_to_json(pj_ctx *c, const pj_msg *m, const ProtobufCMessage *msg, json
     return 0;
 }
 
+/* ---- straight to text ------------------------------------------------------------------ */
+
+/* The same JSON as pj_msg_to_json + json_dumps(JSON_COMPACT), written
+ * directly: building jansson objects only to print them was most of the
+ * bridge's cost per relayed event. Values compare equal (test_pbjson
+ * checks every golden); the text differs only where JSON allows (a float
+ * is written as its shortest decimal). */
+
+static int put(pj_ctx *c, rtc_buf *out, const void *p, size_t n)
+{
+    return rtc_buf_append(out, p, n) < 0 ? pj_fail(c, RTC_ENOMEM, "out of memory") : 0;
+}
+
+static int put_str(pj_ctx *c, rtc_buf *out, const char *s)
+{
+    return put(c, out, s, strlen(s));
+}
+
+/* A JSON string of valid UTF-8 s[0..n): quotes, backslash and controls
+ * escaped; everything else as is. */
+static int put_quoted(pj_ctx *c, rtc_buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (rtc_buf_reserve(out, n + 2) < 0)
+        return pj_fail(c, RTC_ENOMEM, "out of memory");
+    out->data[out->len++] = '"';
+    size_t run = 0; /* start of the bytes not yet copied */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t el = 2;
+        switch (ch) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            el = 6;
+        }
+        if (put(c, out, s + run, i - run) || put(c, out, esc, el))
+            return RTC_ENOMEM;
+        run = i + 1;
+    }
+    if (put(c, out, s + run, n - run) || put(c, out, "\"", 1))
+        return RTC_ENOMEM;
+    return 0;
+}
+
+static int put_fmt(pj_ctx *c, rtc_buf *out, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int put_fmt(pj_ctx *c, rtc_buf *out, const char *fmt, ...)
+{
+    char buf[40];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    return n < 0 ? pj_fail(c, RTC_EINVAL, "format") : put(c, out, buf, (size_t)n);
+}
+
+static int put_double(pj_ctx *c, rtc_buf *out, double d, int min_prec, int max_prec, bool is_float)
+{
+    if (isnan(d))
+        return put_str(c, out, "\"NaN\"");
+    if (isinf(d))
+        return put_str(c, out, d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+    char buf[40];
+    for (int prec = min_prec; prec <= max_prec; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        double back = strtod(buf, NULL);
+        if (is_float ? (float)back == (float)d : back == d)
+            break;
+    }
+    /* JSON numbers need a digit after a leading sign and no bare "inf". */
+    if (!strpbrk(buf, ".eE") && strlen(buf) < sizeof(buf) - 3)
+        strcat(buf, ".0");
+    return put_str(c, out, buf);
+}
+
+static int value_to_text(pj_ctx *c, const pj_field *f, const void *p, rtc_buf *out);
+static int msg_to_text(pj_ctx *c, const pj_msg *m, const ProtobufCMessage *msg, rtc_buf *out);
+
+static int value_to_text(pj_ctx *c, const pj_field *f, const void *p, rtc_buf *out)
+{
+    const ProtobufCFieldDescriptor *fd = f->fd;
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        return put_fmt(c, out, "%" PRId32, *(const int32_t *)p);
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        return put_fmt(c, out, "%" PRIu32, *(const uint32_t *)p);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        return put_fmt(c, out, "\"%" PRId64 "\"", *(const int64_t *)p);
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return put_fmt(c, out, "\"%" PRIu64 "\"", *(const uint64_t *)p);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return put_double(c, out, (double)*(const float *)p, 6, 9, true);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return put_double(c, out, *(const double *)p, 15, 17, false);
+    case PROTOBUF_C_TYPE_BOOL:
+        return put_str(c, out, *(const protobuf_c_boolean *)p ? "true" : "false");
+    case PROTOBUF_C_TYPE_ENUM: {
+        int32_t n = *(const int32_t *)p;
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(fd->descriptor, n);
+        return ev ? put_quoted(c, out, ev->name, strlen(ev->name)) : put_fmt(c, out, "%" PRId32, n);
+    }
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)p;
+        size_t len = s ? strlen(s) : 0;
+        if (!rtc_utf8_valid(s ? s : "", len))
+            return pj_fail(c, RTC_EINVAL, "string is not valid UTF-8");
+        return put_quoted(c, out, s ? s : "", len);
+    }
+    case PROTOBUF_C_TYPE_BYTES: {
+        const ProtobufCBinaryData *bd = p;
+        size_t n = pj_b64_len(bd->len);
+        if (rtc_buf_reserve(out, n + 2) < 0)
+            return pj_fail(c, RTC_ENOMEM, "out of memory");
+        out->data[out->len++] = '"';
+        if (bd->len)
+            pj_b64_encode(bd->data, bd->len, (char *)out->data + out->len);
+        out->len += n;
+        out->data[out->len++] = '"';
+        return 0;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+        return sub ? msg_to_text(c, f->msg, sub, out) : put_str(c, out, "{}");
+    }
+    }
+    return pj_fail(c, RTC_EINVAL, "unknown field type");
+}
+
+static int msg_to_text(pj_ctx *c, const pj_msg *m, const ProtobufCMessage *msg, rtc_buf *out)
+{
+    if (c->depth >= PJ_MAX_DEPTH)
+        return pj_fail(c, RTC_EINVAL, "nesting deeper than %d messages", PJ_MAX_DEPTH);
+    c->depth++;
+    bool first = true;
+    int rc = put(c, out, "{", 1);
+    for (size_t i = 0; i < m->desc->n_fields && rc == 0; i++) {
+        const pj_field *f = &m->fields[i];
+        const ProtobufCFieldDescriptor *fd = f->fd;
+        const void *member = MEMBER(msg, fd->offset);
+        size_t n = 0;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            if ((n = *(const size_t *)MEMBER(msg, fd->quantifier_offset)) == 0)
+                continue;
+        } else if (!present(fd, msg, member)) {
+            continue;
+        }
+        if ((!first && (rc = put(c, out, ",", 1))) ||
+            (rc = put_quoted(c, out, f->json_name, strlen(f->json_name))) ||
+            (rc = put(c, out, ":", 1)))
+            break;
+        first = false;
+        pj_push_field(c, f);
+        if (fd->label != PROTOBUF_C_LABEL_REPEATED) {
+            rc = value_to_text(c, f, member, out);
+        } else if (!f->map) {
+            const char *base = *(const char *const *)member;
+            size_t es = pj_elem_size(fd->type);
+            rc = put(c, out, "[", 1);
+            for (size_t k = 0; k < n && rc == 0; k++) {
+                pj_push_index(c, k);
+                if ((k == 0 || (rc = put(c, out, ",", 1)) == 0) &&
+                    (rc = value_to_text(c, f, base + k * es, out)) == 0)
+                    pj_pop(c);
+            }
+            if (rc == 0)
+                rc = put(c, out, "]", 1);
+        } else {
+            /* Maps: a repeated key is written again; a JSON reader keeps
+             * the last, as the wire rule says. */
+            ProtobufCMessage *const *entries = *(ProtobufCMessage *const *const *)member;
+            const pj_field *kf = &f->msg->fields[0], *vf = &f->msg->fields[1];
+            rc = put(c, out, "{", 1);
+            for (size_t k = 0; k < n && rc == 0; k++) {
+                const ProtobufCMessage *e = entries[k];
+                char buf[32];
+                const char *key;
+                if (!e) {
+                    rc = pj_fail(c, RTC_EINVAL, "map entry %zu is NULL", k);
+                    break;
+                }
+                if ((rc = map_key_text(c, kf, MEMBER(e, kf->fd->offset), buf, sizeof(buf), &key)))
+                    break;
+                pj_push_key(c, key, strlen(key));
+                if ((k == 0 || (rc = put(c, out, ",", 1)) == 0) &&
+                    (rc = put_quoted(c, out, key, strlen(key))) == 0 &&
+                    (rc = put(c, out, ":", 1)) == 0 &&
+                    (rc = value_to_text(c, vf, MEMBER(e, vf->fd->offset), out)) == 0)
+                    pj_pop(c);
+            }
+            if (rc == 0)
+                rc = put(c, out, "}", 1);
+        }
+        if (rc == 0)
+            pj_pop(c);
+    }
+    if (rc == 0)
+        rc = put(c, out, "}", 1);
+    c->depth--;
+    return rc;
+}
+
 /* ---- wire bytes ------------------------------------------------------------------------ */
 
 static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
@@ -376,25 +612,60 @@ int rtc_pbjson_to_json(const rtc_pbjson *pj, const ProtobufCMessage *msg, json_t
     return pj_msg_to_json(&c, m, msg, out);
 }
 
+/* Checks and unpacks wire bytes of desc: *msg owned by the caller. */
+static int unpack(pj_ctx *c, const rtc_pbjson *pj, const ProtobufCMessageDescriptor *desc,
+                  const uint8_t *data, size_t len, const pj_msg **m, ProtobufCMessage **msg)
+{
+    if (!(*m = pj_msg_lookup(c, pj, desc)))
+        return RTC_ENOTFOUND;
+    c->depth = 1;
+    int rc = len ? wire_check(c, *m, data, len) : 0;
+    if (rc && c->err && !c->err[0])
+        pj_fail(c, rc, "not a valid %s message", desc->name);
+    if (rc)
+        return rc;
+    c->depth = 0;
+    if (!(*msg = protobuf_c_message_unpack(desc, NULL, len, data)))
+        return pj_fail(c, RTC_EPROTO, "not a valid %s message", desc->name);
+    return 0;
+}
+
 int rtc_pbjson_decode(const rtc_pbjson *pj, const ProtobufCMessageDescriptor *desc,
                       const uint8_t *data, size_t len, json_t **out, char *err, size_t errlen)
 {
     pj_ctx c;
     pj_ctx_init(&c, err, errlen);
     *out = NULL;
-    const pj_msg *m = pj_msg_lookup(&c, pj, desc);
-    if (!m)
-        return RTC_ENOTFOUND;
-    c.depth = 1;
-    int rc = len ? wire_check(&c, m, data, len) : 0;
-    if (rc && c.err && !c.err[0])
-        pj_fail(&c, rc, "not a valid %s message", desc->name);
+    const pj_msg *m;
+    ProtobufCMessage *msg = NULL;
+    int rc = unpack(&c, pj, desc, data, len, &m, &msg);
     if (rc)
         return rc;
-    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, len, data);
-    if (!msg)
-        return pj_fail(&c, RTC_EPROTO, "not a valid %s message", desc->name);
-    rc = rtc_pbjson_to_json(pj, msg, out, err, errlen);
+    rc = pj_msg_to_json(&c, m, msg, out);
     protobuf_c_message_free_unpacked(msg, NULL);
+    return rc;
+}
+
+int rtc_pbjson_decode_text(const rtc_pbjson *pj, const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *data, size_t len, rtc_buf *out, ProtobufCMessage **msg,
+                           char *err, size_t errlen)
+{
+    pj_ctx c;
+    pj_ctx_init(&c, err, errlen);
+    if (msg)
+        *msg = NULL;
+    const pj_msg *m;
+    ProtobufCMessage *pm = NULL;
+    int rc = unpack(&c, pj, desc, data, len, &m, &pm);
+    if (rc)
+        return rc;
+    size_t mark = out->len;
+    rc = msg_to_text(&c, m, pm, out);
+    if (rc)
+        out->len = mark;
+    if (rc == 0 && msg)
+        *msg = pm;
+    else
+        protobuf_c_message_free_unpacked(pm, NULL);
     return rc;
 }

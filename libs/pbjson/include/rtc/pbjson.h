@@ -102,4 +102,13 @@ int rtc_pbjson_encode(const rtc_pbjson *pj, const ProtobufCMessageDescriptor *de
 int rtc_pbjson_decode(const rtc_pbjson *pj, const ProtobufCMessageDescriptor *desc,
                       const uint8_t *data, size_t len, json_t **out, char *err, size_t errlen);
 
+/* Protobuf wire bytes of type desc → their JSON text, appended to out: the
+ * same JSON as rtc_pbjson_decode printed compactly, without building JSON
+ * values (the bridge's hot path). With msg, the unpacked message is handed
+ * over too (free it with protobuf_c_message_free_unpacked(*msg, NULL)).
+ * Errors as rtc_pbjson_decode; out is left as it was. */
+int rtc_pbjson_decode_text(const rtc_pbjson *pj, const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *data, size_t len, rtc_buf *out, ProtobufCMessage **msg,
+                           char *err, size_t errlen);
+
 #endif
