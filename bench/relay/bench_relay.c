@@ -57,110 +57,36 @@
 #include <libwebsockets.h>
 #include <uv.h>
 
+#include "bench_common.h"
 #include "rtc/buf.h"
 #include "rtc/config.h"
 #include "rtc/error.h"
 
-#define SUBPROTOCOL  "rtc.v1.jsonrpc"
-#define M_DEVLOGIN   "rtc.auth.v1.Auth/DevLogin"
-#define M_JOIN       "rtc.signaling.v1.Signaling/Join"
-#define M_SUBSCRIBE  "rtc.signaling.v1.Signaling/Subscribe"
-#define M_SIGNAL     "rtc.signaling.v1.Signaling/Signal"
-#define M_LEAVE      "rtc.signaling.v1.Signaling/Leave"
-#define MAX_PIDS     12
-#define MAX_SOURCES  64
-#define RX_BUFFER    8192
+#define SUBPROTOCOL "rtc.v1.jsonrpc"
+#define M_DEVLOGIN  "rtc.auth.v1.Auth/DevLogin"
+#define M_JOIN      "rtc.signaling.v1.Signaling/Join"
+#define M_SUBSCRIBE "rtc.signaling.v1.Signaling/Subscribe"
+#define M_SIGNAL    "rtc.signaling.v1.Signaling/Signal"
+#define M_LEAVE     "rtc.signaling.v1.Signaling/Leave"
+#define MAX_PIDS    12
+#define MAX_SOURCES 64
+#define RX_BUFFER   8192
 /* JSON-RPC ids: the setup and teardown steps have fixed ids, Signal calls
  * count up from RPC_SIGNAL0. */
-#define RPC_LOGIN    1
-#define RPC_AUTH     2
-#define RPC_JOIN     3
-#define RPC_SUB      4
-#define RPC_CANCEL   5
-#define RPC_LEAVE    6
-#define RPC_SIGNAL0  16
+#define RPC_LOGIN   1
+#define RPC_AUTH    2
+#define RPC_JOIN    3
+#define RPC_SUB     4
+#define RPC_CANCEL  5
+#define RPC_LEAVE   6
+#define RPC_SIGNAL0 16
 /* Signals may arrive at most this far ahead of the oldest missing one
  * (reordered); beyond, the missing one counts as lost. */
 #define REORDER_SPAN 64
 #define RING(w)      ((uint64_t)(w) + REORDER_SPAN + 1)
 /* PeerJS drops a client 90 s after its last HEARTBEAT; idle clients send
  * one every HEARTBEAT_S seconds (the browser client sends one every 5 s). */
-#define HEARTBEAT_S  30
-
-/* ---- latency histogram (as bench/signaling) ---------------------------------
- * Log-linear over microseconds: exact below 64 us, then 32 sub-buckets per
- * power of two (a bucket is at most ~3 % wide). */
-
-#define HIST_SUB     32
-#define HIST_LINEAR  64
-#define HIST_MAX_EXP 40
-#define HIST_BUCKETS (HIST_LINEAR + (HIST_MAX_EXP - 5) * HIST_SUB)
-
-typedef struct hist {
-    uint64_t count[HIST_BUCKETS];
-    uint64_t n, sum, min, max;
-} hist;
-
-static int hist_index(uint64_t v)
-{
-    if (v < HIST_LINEAR)
-        return (int)v;
-    int e = 63 - __builtin_clzll(v);
-    if (e > HIST_MAX_EXP - 1)
-        return HIST_BUCKETS - 1;
-    int m = (int)((v >> (e - 5)) & (HIST_SUB - 1));
-    return HIST_LINEAR + (e - 6) * HIST_SUB + m;
-}
-
-static double hist_value(int idx)
-{
-    if (idx < HIST_LINEAR)
-        return idx;
-    int e = (idx - HIST_LINEAR) / HIST_SUB + 6, m = (idx - HIST_LINEAR) % HIST_SUB;
-    double lo = (double)((uint64_t)(HIST_SUB + m) << (e - 5));
-    return lo + (double)(1ULL << (e - 5)) / 2;
-}
-
-static void hist_add(hist *h, uint64_t us)
-{
-    h->count[hist_index(us)]++;
-    if (h->n == 0 || us < h->min)
-        h->min = us;
-    if (us > h->max)
-        h->max = us;
-    h->n++;
-    h->sum += us;
-}
-
-static void hist_merge(hist *into, const hist *h)
-{
-    if (h->n == 0)
-        return;
-    for (int i = 0; i < HIST_BUCKETS; i++)
-        into->count[i] += h->count[i];
-    if (into->n == 0 || h->min < into->min)
-        into->min = h->min;
-    if (h->max > into->max)
-        into->max = h->max;
-    into->n += h->n;
-    into->sum += h->sum;
-}
-
-/* The q-quantile (0 < q <= 1) in us; 0 when empty. */
-static double hist_quantile(const hist *h, double q)
-{
-    if (h->n == 0)
-        return 0;
-    uint64_t rank = (uint64_t)(q * (double)h->n + 0.999999), seen = 0;
-    if (rank < 1)
-        rank = 1;
-    for (int i = 0; i < HIST_BUCKETS; i++) {
-        seen += h->count[i];
-        if (seen >= rank)
-            return hist_value(i);
-    }
-    return (double)h->max;
-}
+#define HEARTBEAT_S 30
 
 /* ---- a small validating JSON tokenizer -----------------------------------------------
  * jansson needs ~25 us to parse one 1.3 KB signal on this machine, as much as
@@ -175,8 +101,8 @@ enum { JT_OBJ = 1, JT_ARR, JT_STR, JT_NUM, JT_TRUE, JT_FALSE, JT_NULL };
 
 typedef struct jtok {
     uint8_t type;
-    uint8_t esc;     /* string: has backslash escapes */
-    uint8_t decoded; /* string: decoded into the arena at dec */
+    uint8_t esc;         /* string: has backslash escapes */
+    uint8_t decoded;     /* string: decoded into the arena at dec */
     uint32_t start, end; /* string: the bytes between the quotes; others: the value */
     uint32_t next;       /* index of the first token after this value */
     uint32_t dec, declen;
@@ -498,11 +424,21 @@ static const char *jstring(jdoc *d, int i, size_t *lenp)
                 char esc = s[1];
                 s += 2;
                 switch (esc) {
-                case 'b': *o++ = '\b'; break;
-                case 'f': *o++ = '\f'; break;
-                case 'n': *o++ = '\n'; break;
-                case 'r': *o++ = '\r'; break;
-                case 't': *o++ = '\t'; break;
+                case 'b':
+                    *o++ = '\b';
+                    break;
+                case 'f':
+                    *o++ = '\f';
+                    break;
+                case 'n':
+                    *o++ = '\n';
+                    break;
+                case 'r':
+                    *o++ = '\r';
+                    break;
+                case 't':
+                    *o++ = '\t';
+                    break;
                 case 'u': {
                     uint32_t cp = (uint32_t)(jhex(s[0]) << 12 | jhex(s[1]) << 8 | jhex(s[2]) << 4 |
                                              jhex(s[3]));
@@ -518,7 +454,9 @@ static const char *jstring(jdoc *d, int i, size_t *lenp)
                     jutf8(&o, cp);
                     break;
                 }
-                default: *o++ = esc; break; /* " \ / */
+                default:
+                    *o++ = esc;
+                    break; /* " \ / */
                 }
             }
         *o++ = '\0';
@@ -594,8 +532,8 @@ typedef enum {
 } cstate;
 
 static const char *const cstate_names[] = {
-    "new",   "connecting", "DevLogin", "authenticate", "Join",    "Subscribe", "OPEN wait",
-    "ready", "rpc.cancel", "cancelled", "Leave",       "left",    "closing",   "closed"};
+    "new",   "connecting", "DevLogin",  "authenticate", "Join", "Subscribe", "OPEN wait",
+    "ready", "rpc.cancel", "cancelled", "Leave",        "left", "closing",   "closed"};
 
 typedef struct out_msg {
     struct out_msg *next;
@@ -645,9 +583,8 @@ typedef enum {
     PH_DONE,
 } phase;
 
-static const char *const phase_names[] = {"connect+join", "warm-up", "measure", "drain",
-                                          "rpc.cancel",   "Leave",   "close",   "hold",
-                                          "done"};
+static const char *const phase_names[] = {
+    "connect+join", "warm-up", "measure", "drain", "rpc.cancel", "Leave", "close", "hold", "done"};
 
 typedef struct named_pid {
     char name[32];
@@ -669,7 +606,7 @@ typedef struct worker_report {
     uint64_t clients;
     double setup_s;
     double cpu_s;
-    hist cj;
+    bench_hist cj;
 } worker_report;
 
 typedef struct gen {
@@ -704,7 +641,7 @@ typedef struct gen {
     bool measuring;
     uint64_t relayed, reordered;
     char first_reorder[200];
-    hist rtt, cj;
+    bench_hist rtt, cj;
     double setup_s;
     snapshot s0, s1;
     double rss_kib[MAX_PIDS];
@@ -820,11 +757,21 @@ static int json_str(rtc_buf *b, const char *s, size_t len)
         }
         *o++ = '\\';
         switch (ch) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
         default:
             *o++ = 'u';
             *o++ = '0';
@@ -846,147 +793,15 @@ static int json_cstr(rtc_buf *b, const char *s)
 
 /* ---- CPU time, RSS, metrics --------------------------------------------------------- */
 
-/* utime + stime of a process in seconds, -1 when it cannot be read. */
-static double proc_cpu(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    unsigned long ut = 0, st = 0;
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* VmRSS of a process in KiB, -1 when it cannot be read. */
-static double proc_rss_kib(int pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    double v = -1;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            v = strtod(line + 6, NULL);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
-static double self_cpu(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-/* Busy (non-idle, non-iowait) seconds of all CPUs, and of those the
- * interrupt time (irq + softirq). */
-static double machine_busy(double *irq)
-{
-    unsigned long long v[8] = {0};
-    *irq = -1;
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return -1;
-    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-                   &v[4], &v[5], &v[6], &v[7]);
-    fclose(f);
-    if (n != 8)
-        return -1;
-    double tck = (double)sysconf(_SC_CLK_TCK);
-    *irq = (double)(v[5] + v[6]) / tck;
-    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tck;
-}
-
 static void take_snapshot(snapshot *s)
 {
     memset(s, 0, sizeof(*s));
     s->ns = now_ns();
     s->relayed = G.relayed;
-    s->self_cpu = self_cpu();
-    s->machine_busy = machine_busy(&s->machine_irq);
+    s->self_cpu = bench_self_cpu();
+    s->machine_busy = bench_machine_busy(&s->machine_irq);
     for (int i = 0; i < G.ncpu; i++)
-        s->cpu[i] = proc_cpu(G.cpu_pids[i].pid);
-}
-
-/* GET http://hostport/metrics (blocking; only outside the measured
- * window). The body is appended to out. 0 or -1 with a message. */
-static int http_get_metrics(const char *hostport, rtc_buf *out)
-{
-    rtc_hostport hp;
-    char port[8], req[512];
-    struct addrinfo hints = {0}, *res = NULL;
-    int fd = -1, rc = -1;
-    rtc_buf resp = RTC_BUF_INIT;
-    if (rtc_parse_hostport(hostport, &hp) < 0) {
-        fprintf(stderr, "bench_relay: --metrics: bad host:port '%s'\n", hostport);
-        return -1;
-    }
-    snprintf(port, sizeof(port), "%u", hp.port);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(hp.host, port, &hints, &res) != 0 || !res) {
-        fprintf(stderr, "bench_relay: cannot resolve %s\n", hostport);
-        goto out;
-    }
-    fd = socket(res->ai_family, SOCK_STREAM, 0);
-    struct timeval tv = {.tv_sec = 5};
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-        connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "bench_relay: cannot connect to %s: %s\n", hostport, strerror(errno));
-        goto out;
-    }
-    int n = snprintf(req, sizeof(req),
-                     "GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", hostport);
-    if (write(fd, req, (size_t)n) != n) {
-        fprintf(stderr, "bench_relay: cannot send to %s\n", hostport);
-        goto out;
-    }
-    for (;;) {
-        if (rtc_buf_reserve(&resp, 65536) < 0)
-            goto out;
-        ssize_t r = read(fd, resp.data + resp.len, resp.cap - resp.len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fprintf(stderr, "bench_relay: reading %s: %s\n", hostport, strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        resp.len += (size_t)r;
-    }
-    if (rtc_buf_append(&resp, "", 1) < 0)
-        goto out;
-    const char *body = strstr((const char *)resp.data, "\r\n\r\n");
-    if (strncmp((const char *)resp.data, "HTTP/1.1 200", 12) != 0 || !body) {
-        fprintf(stderr, "bench_relay: GET http://%s/metrics: no 200 answer\n", hostport);
-        goto out;
-    }
-    if (rtc_buf_append_str(out, body + 4) < 0 || rtc_buf_append(out, "\n", 1) < 0)
-        goto out;
-    rc = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    if (res)
-        freeaddrinfo(res);
-    rtc_buf_free(&resp);
-    return rc;
+        s->cpu[i] = bench_proc_cpu(G.cpu_pids[i].pid);
 }
 
 /* Sum of the samples of metric family `name` over every --metrics
@@ -999,7 +814,7 @@ static double metrics_sum(const char *name)
     char *list = xstrdup(G.metrics_s), *save = NULL;
     int rc = 0;
     for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
-        if (http_get_metrics(t, &text) < 0)
+        if (bench_http_get_metrics("bench_relay", t, &text) < 0)
             rc = -1;
     free(list);
     double v = 0;
@@ -1068,8 +883,8 @@ static void rpc_call(client *c, int64_t id, const char *method, const char *cons
 {
     rtc_buf *b = &G.out;
     rtc_buf_reset(b);
-    int rc = rtc_buf_printf(b, "{\"jsonrpc\":\"2.0\",\"id\":%" PRId64 ",\"method\":\"%s\",\"params\":{",
-                            id, method);
+    int rc = rtc_buf_printf(
+        b, "{\"jsonrpc\":\"2.0\",\"id\":%" PRId64 ",\"method\":\"%s\",\"params\":{", id, method);
     for (size_t i = 0; kv && kv[i] && rc >= 0; i += 2) {
         if (i > 0)
             rc = rtc_buf_append(b, ",", 1);
@@ -1113,7 +928,8 @@ static void send_signal(client *from, uint64_t seq)
         if (rc >= 0)
             rc = json_cstr(b, to->participant_id);
         if (rc >= 0)
-            rc = rtc_buf_printf(b, ",\"payload\":{\"description\":{\"type\":\"SDP_TYPE_%s\",\"sdp\":",
+            rc = rtc_buf_printf(b,
+                                ",\"payload\":{\"description\":{\"type\":\"SDP_TYPE_%s\",\"sdp\":",
                                 from->is_b ? "ANSWER" : "OFFER");
         if (rc >= 0)
             rc = json_str(b, (const char *)G.sdp.data, G.sdp.len);
@@ -1130,8 +946,9 @@ static void send_signal(client *from, uint64_t seq)
         if (rc >= 0)
             rc = json_str(b, (const char *)G.sdp.data, G.sdp.len);
         if (rc >= 0)
-            rc = rtc_buf_printf(b, "},\"type\":\"data\",\"connectionId\":\"dc_%u\",\"browser\":\"bench\"}}",
-                                p->idx);
+            rc = rtc_buf_printf(
+                b, "},\"type\":\"data\",\"connectionId\":\"dc_%u\",\"browser\":\"bench\"}}",
+                p->idx);
     }
     if (rc < 0) {
         fail("out of memory");
@@ -1171,8 +988,8 @@ static void client_connect(client *c)
         snprintf(c->path, sizeof(c->path), "/ws");
         ci.protocol = SUBPROTOCOL;
     } else {
-        snprintf(c->path, sizeof(c->path), "/peerjs?key=%s&id=%s&token=t%u%c", G.peerjs_key, c->name,
-                 c->pair->idx, c->is_b ? 'b' : 'a');
+        snprintf(c->path, sizeof(c->path), "/peerjs?key=%s&id=%s&token=t%u%c", G.peerjs_key,
+                 c->name, c->pair->idx, c->is_b ? 'b' : 'a');
     }
     ci.path = c->path;
     ci.local_protocol_name = "bench";
@@ -1209,7 +1026,7 @@ static void setup_complete(client *c)
     c->st = CS_READY;
     G.connecting--;
     G.setup_done++;
-    hist_add(&G.cj, (now_ns() - c->t0_ns) / 1000);
+    bench_hist_add(&G.cj, (now_ns() - c->t0_ns) / 1000);
     progress();
     connect_more();
     pair *p = c->pair;
@@ -1279,8 +1096,8 @@ static void on_signal(client *c, const char *sdp, size_t sdp_len)
              c->next_seq);
         return;
     }
-    if (make_sdp(&G.expect, !c->is_b, p->idx, seq, (size_t)G.size) < 0 ||
-        sdp_len != G.expect.len || memcmp(sdp, G.expect.data, G.expect.len) != 0) {
+    if (make_sdp(&G.expect, !c->is_b, p->idx, seq, (size_t)G.size) < 0 || sdp_len != G.expect.len ||
+        memcmp(sdp, G.expect.data, G.expect.len) != 0) {
         fail("%s: SDP of %s #%" PRIu64 " differs from what was sent (%zu bytes, sent %zu)", who(c),
              what, seq, sdp_len, G.expect.len);
         return;
@@ -1310,7 +1127,7 @@ static void on_signal(client *c, const char *sdp, size_t sdp_len)
         return;
     }
     if (G.measuring)
-        hist_add(&G.rtt, (now_ns() - p->sent_ns[seq % RING(G.window)]) / 1000);
+        bench_hist_add(&G.rtt, (now_ns() - p->sent_ns[seq % RING(G.window)]) / 1000);
     p->next_answer++;
     if (G.ph == PH_WARMUP || G.ph == PH_MEASURE)
         send_offer(p);
@@ -1355,9 +1172,9 @@ static void rtc_response(client *c, jdoc *d, int64_t id)
             phase_next();
         return;
     }
-    static const cstate want[] = {[RPC_LOGIN] = CS_LOGIN, [RPC_AUTH] = CS_AUTH,
-                                  [RPC_JOIN] = CS_JOIN,   [RPC_SUB] = CS_SUBSCRIBE,
-                                  [RPC_CANCEL] = CS_CANCEL, [RPC_LEAVE] = CS_LEAVE};
+    static const cstate want[] = {
+        [RPC_LOGIN] = CS_LOGIN,   [RPC_AUTH] = CS_AUTH,     [RPC_JOIN] = CS_JOIN,
+        [RPC_SUB] = CS_SUBSCRIBE, [RPC_CANCEL] = CS_CANCEL, [RPC_LEAVE] = CS_LEAVE};
     if (id < RPC_LOGIN || id > RPC_LEAVE || c->st != want[id]) {
         fail("%s: an answer to call id %" PRId64 " in state %s", who(c), id, cstate_names[c->st]);
         return;
@@ -1434,7 +1251,8 @@ static void rtc_event(client *c, jdoc *d, int params)
         return;
     }
     const char *id = jstr(d, ev, "id");
-    if (!id || !id[0] || strcmp(id, c->last_event_id) == 0 || strlen(id) >= sizeof(c->last_event_id)) {
+    if (!id || !id[0] || strcmp(id, c->last_event_id) == 0 ||
+        strlen(id) >= sizeof(c->last_event_id)) {
         fail("%s: event id '%s' empty, repeated or too long", who(c), id ? id : "");
         return;
     }
@@ -1480,8 +1298,7 @@ static void rtc_message(client *c, const char *text, size_t len)
 {
     jdoc *d = &G.doc;
     if (jparse(d, text, len) < 0 || !jtype(d, 0, JT_OBJ)) {
-        fail("%s: not a JSON object (%s): %.200s", who(c), d->err ? d->err : "not an object",
-             text);
+        fail("%s: not a JSON object (%s): %.200s", who(c), d->err ? d->err : "not an object", text);
         return;
     }
     const char *version = jstr(d, 0, "jsonrpc");
@@ -1682,7 +1499,8 @@ static void count_states(char *out, size_t n)
     out[0] = '\0';
     for (int s = 0; s < CS_COUNT && o < n; s++)
         if (cnt[s])
-            o += (size_t)snprintf(out + o, n - o, "%s%zu %s", o ? ", " : "", cnt[s], cstate_names[s]);
+            o += (size_t)snprintf(out + o, n - o, "%s%zu %s", o ? ", " : "", cnt[s],
+                                  cstate_names[s]);
 }
 
 static void deadline_cb(uv_timer_t *t)
@@ -1744,7 +1562,7 @@ static void write_report(void)
     r.ok = 1;
     r.clients = G.nclients;
     r.setup_s = G.setup_s;
-    r.cpu_s = self_cpu();
+    r.cpu_s = bench_self_cpu();
     r.cj = G.cj;
     const char *p = (const char *)&r;
     size_t left = sizeof(r);
@@ -1804,7 +1622,7 @@ static void phase_next(void)
         G.measuring = false;
         take_snapshot(&G.s1);
         for (int i = 0; i < G.nrss; i++)
-            G.rss_kib[i] = proc_rss_kib(G.rss_pids[i].pid);
+            G.rss_kib[i] = bench_proc_rss_kib(G.rss_pids[i].pid);
         enter(PH_DRAIN);
         /* fall through */
     case PH_DRAIN:
@@ -1960,12 +1778,13 @@ static int run_loop(int64_t plo, int64_t phi)
 
 /* ---- reports ------------------------------------------------------------------------- */
 
-static void print_cj(const hist *h, double setup_s, size_t n)
+static void print_cj(const bench_hist *h, double setup_s, size_t n)
 {
     printf("  connect+join: %zu clients in %.3f s = %.0f/s (at most %" PRId64
            " at once); per client p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
            n, setup_s, setup_s > 0 ? (double)n / setup_s : 0, G.conc,
-           hist_quantile(h, 0.50) / 1000, hist_quantile(h, 0.99) / 1000, (double)h->max / 1000);
+           bench_hist_quantile(h, 0.50) / 1000, bench_hist_quantile(h, 0.99) / 1000,
+           (double)h->max / 1000);
 }
 
 static void report_pingpong(void)
@@ -1974,10 +1793,12 @@ static void report_pingpong(void)
     double wall = secs(b->ns - a->ns);
     uint64_t relayed = b->relayed;
     double rate = wall > 0 ? (double)relayed / wall : 0;
-    double p50 = hist_quantile(&G.rtt, 0.50) / 1000, p99 = hist_quantile(&G.rtt, 0.99) / 1000;
+    double p50 = bench_hist_quantile(&G.rtt, 0.50) / 1000,
+           p99 = bench_hist_quantile(&G.rtt, 0.99) / 1000;
     double mean = G.rtt.n ? (double)G.rtt.sum / (double)G.rtt.n / 1000 : 0;
     double gen_cpu = b->self_cpu - a->self_cpu;
-    double cj50 = hist_quantile(&G.cj, 0.50) / 1000, cj99 = hist_quantile(&G.cj, 0.99) / 1000;
+    double cj50 = bench_hist_quantile(&G.cj, 0.50) / 1000,
+           cj99 = bench_hist_quantile(&G.cj, 0.99) / 1000;
 
     print_cj(&G.cj, G.setup_s, G.nclients);
     printf("  relayed: %" PRIu64 " signal messages in %.3f s = %.0f msgs/s\n", relayed, wall, rate);
@@ -2067,7 +1888,7 @@ static int read_full(int fd, void *buf, size_t n)
 static void sample_rss(const named_pid *pids, int n, double *out)
 {
     for (int i = 0; i < n; i++)
-        out[i] = proc_rss_kib(pids[i].pid);
+        out[i] = bench_proc_rss_kib(pids[i].pid);
 }
 
 static int run_idle(void)
@@ -2136,15 +1957,16 @@ static int run_idle(void)
     for (int64_t k = 0; k < procs; k++) {
         static worker_report r;
         if (read_full(up[k], &r, sizeof(r)) < 0 || !r.ok) {
-            fprintf(stderr, "bench_relay: worker %" PRId64 " (pid %d) failed before its sessions "
-                            "were up\n",
+            fprintf(stderr,
+                    "bench_relay: worker %" PRId64 " (pid %d) failed before its sessions "
+                    "were up\n",
                     k, (int)pids[k]);
             failed = 1;
             break;
         }
         total.clients += r.clients;
         total.cpu_s += r.cpu_s;
-        hist_merge(&total.cj, &r.cj);
+        bench_hist_merge(&total.cj, &r.cj);
     }
     double setup_s = secs(now_ns() - t0);
     double streams = -1;
@@ -2219,9 +2041,10 @@ static int run_idle(void)
                G.rss_extra[i].name, ebefore[i] / 1024, eafter[i] / 1024, d / 1024, d / (double)n);
     }
     printf("  generator CPU (all workers, setup): %.2f s\n", total.cpu_s);
-    printf("RESULT target=%s idle=%zu setup_s=%.3f cj_p50_ms=%.3f cj_p99_ms=%.3f kib_per_session=%.3f",
-           G.tgt == TGT_RTC ? "rtc" : "peerjs", n, setup_s, hist_quantile(&total.cj, 0.5) / 1000,
-           hist_quantile(&total.cj, 0.99) / 1000, sum / (double)n);
+    printf(
+        "RESULT target=%s idle=%zu setup_s=%.3f cj_p50_ms=%.3f cj_p99_ms=%.3f kib_per_session=%.3f",
+        G.tgt == TGT_RTC ? "rtc" : "peerjs", n, setup_s, bench_hist_quantile(&total.cj, 0.5) / 1000,
+        bench_hist_quantile(&total.cj, 0.99) / 1000, sum / (double)n);
     for (int i = 0; i < G.nrss; i++)
         printf(" rss0_%s_kib=%.0f rss1_%s_kib=%.0f", G.rss_pids[i].name, before[i],
                G.rss_pids[i].name, after[i]);
@@ -2278,8 +2101,8 @@ int main(int argc, char **argv)
         {"pairs", RTC_OPT_INT, "100", "pairs of clients P (2P WebSockets, P rooms)", &g->pairs, 1,
          100000},
         {"size", RTC_OPT_SIZE, "1024", "bytes of each offer / answer SDP", &g->size, 128, 65536},
-        {"window", RTC_OPT_INT, "1", "offers in flight per pair (1 = strict ping-pong)",
-         &g->window, 1, 1000},
+        {"window", RTC_OPT_INT, "1", "offers in flight per pair (1 = strict ping-pong)", &g->window,
+         1, 1000},
         {"seconds", RTC_OPT_INT, "10", "seconds measured", &g->seconds, 1, 3600},
         {"warmup", RTC_OPT_INT, "2", "seconds of ping-pong before the measurement", &g->warmup, 0,
          3600},
@@ -2301,8 +2124,8 @@ int main(int argc, char **argv)
         {"rss-pids", RTC_OPT_STRING, "",
          "NAME=PID[,...] server processes whose RSS is reported (idle: counted per session)",
          &g->rss_pids_s, 0, 0},
-        {"rss-extra", RTC_OPT_STRING, "",
-         "NAME=PID[,...] idle mode: RSS reported but not counted", &g->rss_extra_s, 0, 0},
+        {"rss-extra", RTC_OPT_STRING, "", "NAME=PID[,...] idle mode: RSS reported but not counted",
+         &g->rss_extra_s, 0, 0},
         {"metrics", RTC_OPT_STRING, "",
          "HOST:PORT[,...] pods' admin endpoints: idle mode waits for rtc_signaling_streams",
          &g->metrics_s, 0, 0},
@@ -2337,8 +2160,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_relay: --target: rtc or peerjs, got '%s'\n", g->target_s);
         goto out;
     }
-    if (strlen(g->prefix) > 40 || strspn(g->prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
-                                                    "QRSTUVWXYZ0123456789._-") != strlen(g->prefix)) {
+    if (strlen(g->prefix) > 40 ||
+        strspn(g->prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
+                          "QRSTUVWXYZ0123456789._-") != strlen(g->prefix)) {
         fprintf(stderr, "bench_relay: --prefix: at most 40 bytes of [A-Za-z0-9._-]\n");
         goto out;
     }

@@ -37,6 +37,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "rtc/auth/v1/auth.pb-c.h"
 #include "rtc/buf.h"
 #include "rtc/config.h"
@@ -57,68 +58,6 @@
 #define REORDER_SPAN 64
 /* Offers in flight span at most window + REORDER_SPAN sequence numbers. */
 #define RING(w) ((uint64_t)(w) + REORDER_SPAN + 1)
-
-/* ---- latency histogram --------------------------------------------------
- * Log-linear over microseconds: exact below 64 us, then 32 sub-buckets per
- * power of two (a bucket is at most ~3 % wide). */
-
-#define HIST_SUB     32
-#define HIST_LINEAR  64
-#define HIST_MAX_EXP 40
-#define HIST_BUCKETS (HIST_LINEAR + (HIST_MAX_EXP - 5) * HIST_SUB)
-
-typedef struct hist {
-    uint64_t count[HIST_BUCKETS];
-    uint64_t n, sum, min, max;
-} hist;
-
-static int hist_index(uint64_t v)
-{
-    if (v < HIST_LINEAR)
-        return (int)v;
-    int e = 63 - __builtin_clzll(v);
-    if (e > HIST_MAX_EXP - 1)
-        return HIST_BUCKETS - 1;
-    int m = (int)((v >> (e - 5)) & (HIST_SUB - 1));
-    return HIST_LINEAR + (e - 6) * HIST_SUB + m;
-}
-
-/* Midpoint of a bucket, in us. */
-static double hist_value(int idx)
-{
-    if (idx < HIST_LINEAR)
-        return idx;
-    int e = (idx - HIST_LINEAR) / HIST_SUB + 6, m = (idx - HIST_LINEAR) % HIST_SUB;
-    double lo = (double)((uint64_t)(HIST_SUB + m) << (e - 5));
-    return lo + (double)(1ULL << (e - 5)) / 2;
-}
-
-static void hist_add(hist *h, uint64_t us)
-{
-    h->count[hist_index(us)]++;
-    if (h->n == 0 || us < h->min)
-        h->min = us;
-    if (us > h->max)
-        h->max = us;
-    h->n++;
-    h->sum += us;
-}
-
-/* The q-quantile (0 < q <= 1) in us; 0 when empty. */
-static double hist_quantile(const hist *h, double q)
-{
-    if (h->n == 0)
-        return 0;
-    uint64_t rank = (uint64_t)(q * (double)h->n + 0.999999), seen = 0;
-    if (rank < 1)
-        rank = 1;
-    for (int i = 0; i < HIST_BUCKETS; i++) {
-        seen += h->count[i];
-        if (seen >= rank)
-            return hist_value(i);
-    }
-    return (double)h->max;
-}
 
 /* ---- state ---------------------------------------------------------------- */
 
@@ -218,7 +157,7 @@ struct gen {
     uint64_t relayed;   /* signal events received while measuring */
     uint64_t reordered; /* signals that arrived before an earlier one */
     char first_reorder[160];
-    hist rtt;
+    bench_hist rtt;
 
     double join_seconds;
     snapshot s0, s1;
@@ -325,74 +264,6 @@ static int make_sdp(rtc_buf *out, bool answer, unsigned idx, uint64_t seq, size_
 
 /* ---- metrics over HTTP/1.1 and CPU time ------------------------------------ */
 
-/* GET http://hostport/metrics, blocking (only at the window's edges). The
- * body is appended to out. 0 or -1 with a message on stderr. */
-static int http_get_metrics(const char *hostport, rtc_buf *out)
-{
-    rtc_hostport hp;
-    char port[8], req[512];
-    struct addrinfo hints = {0}, *res = NULL;
-    int fd = -1, rc = -1;
-    rtc_buf resp = RTC_BUF_INIT;
-    if (rtc_parse_hostport(hostport, &hp) < 0) {
-        fprintf(stderr, "bench_signaling: --metrics: bad host:port '%s'\n", hostport);
-        return -1;
-    }
-    snprintf(port, sizeof(port), "%u", hp.port);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(hp.host, port, &hints, &res) != 0 || !res) {
-        fprintf(stderr, "bench_signaling: cannot resolve %s\n", hostport);
-        goto out;
-    }
-    fd = socket(res->ai_family, SOCK_STREAM, 0);
-    struct timeval tv = {.tv_sec = 5};
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-        connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "bench_signaling: cannot connect to %s: %s\n", hostport, strerror(errno));
-        goto out;
-    }
-    int n = snprintf(req, sizeof(req),
-                     "GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", hostport);
-    if (write(fd, req, (size_t)n) != n) {
-        fprintf(stderr, "bench_signaling: cannot send to %s\n", hostport);
-        goto out;
-    }
-    for (;;) {
-        if (rtc_buf_reserve(&resp, 65536) < 0)
-            goto out;
-        ssize_t r = read(fd, resp.data + resp.len, resp.cap - resp.len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fprintf(stderr, "bench_signaling: reading %s: %s\n", hostport, strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        resp.len += (size_t)r;
-    }
-    if (rtc_buf_append(&resp, "", 1) < 0)
-        goto out;
-    const char *body = strstr((const char *)resp.data, "\r\n\r\n");
-    if (strncmp((const char *)resp.data, "HTTP/1.1 200", 12) != 0 || !body) {
-        fprintf(stderr, "bench_signaling: GET http://%s/metrics: no 200 answer\n", hostport);
-        goto out;
-    }
-    body += 4;
-    if (rtc_buf_append_str(out, body) < 0 || rtc_buf_append(out, "\n", 1) < 0)
-        goto out;
-    rc = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    if (res)
-        freeaddrinfo(res);
-    rtc_buf_free(&resp);
-    return rc;
-}
-
 /* Sum of the samples of `name` (exact family name) whose label text holds
  * every string of `want` (NULL-terminated) and none of `unless` (may be
  * NULL). */
@@ -424,51 +295,6 @@ static double metric_sum(const char *text, const char *name, const char *const *
     return v;
 }
 
-/* utime + stime of a process in seconds, -1 when it cannot be read. */
-static double proc_cpu(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    unsigned long ut = 0, st = 0;
-    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt
-     * majflt cmajflt utime stime */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-/* Busy (non-idle, non-iowait; steal included) seconds of all CPUs. */
-static double machine_busy(void)
-{
-    unsigned long long v[8] = {0};
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return -1;
-    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-                   &v[4], &v[5], &v[6], &v[7]);
-    fclose(f);
-    if (n != 8)
-        return -1;
-    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
-}
-
 static int take_snapshot(gen *g, snapshot *s)
 {
     rtc_buf text = RTC_BUF_INIT;
@@ -476,14 +302,14 @@ static int take_snapshot(gen *g, snapshot *s)
     memset(s, 0, sizeof(*s));
     s->ns = now_ns();
     s->relayed = g->relayed;
-    s->self_cpu = self_cpu();
-    s->machine_busy = machine_busy();
+    s->self_cpu = bench_self_cpu();
+    s->machine_busy = bench_machine_busy(NULL);
     for (int i = 0; i < g->ncpu_pids; i++)
-        s->cpu[i] = proc_cpu(g->cpu_pids[i].pid);
+        s->cpu[i] = bench_proc_cpu(g->cpu_pids[i].pid);
     if (g->metrics && g->metrics[0]) {
         char *list = xstrdup(g->metrics), *save = NULL;
         for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
-            if (http_get_metrics(t, &text) < 0)
+            if (bench_http_get_metrics("bench_signaling", t, &text) < 0)
                 rc = -1;
         free(list);
         if (rtc_buf_append(&text, "", 1) < 0)
@@ -832,7 +658,7 @@ static void on_signal_event(side *s, const Rtc__Signaling__V1__SignalEvent *ev)
     }
     if (g->measuring) {
         uint64_t ns = now_ns() - p->sent_ns[seq % RING(g->window)];
-        hist_add(&g->rtt, ns / 1000);
+        bench_hist_add(&g->rtt, ns / 1000);
     }
     p->next_answer++;
     if (g->ph == PH_WARMUP || g->ph == PH_MEASURE)
@@ -1105,7 +931,8 @@ static void report(gen *g)
     uint64_t relayed = b->relayed;
     double rate = wall > 0 ? (double)relayed / wall : 0;
     double joins = g->join_seconds > 0 ? 2.0 * (double)g->pairs / g->join_seconds : 0;
-    double p50 = hist_quantile(&g->rtt, 0.50) / 1000, p99 = hist_quantile(&g->rtt, 0.99) / 1000;
+    double p50 = bench_hist_quantile(&g->rtt, 0.50) / 1000,
+           p99 = bench_hist_quantile(&g->rtt, 0.99) / 1000;
     double mean = g->rtt.n ? (double)g->rtt.sum / (double)g->rtt.n / 1000 : 0;
     bool have_metrics = g->metrics && g->metrics[0];
     double cmds = b->redis_cmds - a->redis_cmds;
