@@ -2,6 +2,7 @@
 #include "bench_common.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "rtc/config.h"
+#include "rtc/error.h"
 
 static int hist_index(uint64_t v)
 {
@@ -73,6 +75,28 @@ double bench_hist_quantile(const bench_hist *h, double q)
             return hist_value(i);
     }
     return (double)h->max;
+}
+
+int bench_make_sdp(rtc_buf *out, bool answer, unsigned idx, uint64_t seq, size_t size)
+{
+    static const char pad[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    rtc_buf_reset(out);
+    if (rtc_buf_printf(out, "v=0\r\no=bench %u %" PRIu64 " IN IP4 127.0.0.1\r\ns=%s\r\nt=0 0\r\n",
+                       idx, seq, answer ? "answer" : "offer") < 0)
+        return RTC_ENOMEM;
+    if (out->len + 6 > size)
+        return RTC_EINVAL;
+    /* Lines "a=x:<k x's>\r\n" (6 + k bytes), 72 bytes but the last. */
+    while (out->len < size) {
+        size_t rest = size - out->len, k = rest <= 78 ? rest - 6 : 66;
+        if (rtc_buf_append(out, "a=x:", 4) < 0 || rtc_buf_append(out, pad, k) < 0 ||
+            rtc_buf_append(out, "\r\n", 2) < 0)
+            return RTC_ENOMEM;
+    }
+    if (rtc_buf_reserve(out, 1) < 0)
+        return RTC_ENOMEM;
+    out->data[out->len] = '\0';
+    return 0;
 }
 
 double bench_proc_cpu(int pid)

@@ -3,6 +3,8 @@
  * /metrics page (only at the edges of a measured window). */
 #ifndef RTC_BENCH_COMMON_H
 #define RTC_BENCH_COMMON_H
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "rtc/buf.h"
 
@@ -22,6 +24,13 @@ void bench_hist_add(bench_hist *h, uint64_t us);
 void bench_hist_merge(bench_hist *into, const bench_hist *h);
 /* The q-quantile (0 < q <= 1) in us (a bucket's midpoint); 0 when empty. */
 double bench_hist_quantile(const bench_hist *h, double q);
+
+/* The SDP text of offer / answer `seq` of pair `idx`, exactly `size`
+ * bytes, NUL-terminated: a session header whose o= line carries pair and
+ * sequence number, padded with attribute lines "a=x:xxx…\r\n". The
+ * receiver rebuilds it to compare. 0, RTC_EINVAL (size too small for the
+ * header), RTC_ENOMEM. */
+int bench_make_sdp(rtc_buf *out, bool answer, unsigned idx, uint64_t seq, size_t size);
 
 /* utime + stime of a process in seconds, -1 when it cannot be read. */
 double bench_proc_cpu(int pid);

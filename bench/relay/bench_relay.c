@@ -717,30 +717,6 @@ static client *peer_of(client *c)
     return c->is_b ? &c->pair->a : &c->pair->b;
 }
 
-/* The SDP text of offer / answer `seq` of pair `idx`, exactly `size` bytes
- * (as bench/signaling): an o= line with pair and sequence number, padded
- * with attribute lines. The receiver rebuilds it to compare. */
-static int make_sdp(rtc_buf *out, bool answer, unsigned idx, uint64_t seq, size_t size)
-{
-    static const char pad[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-    rtc_buf_reset(out);
-    if (rtc_buf_printf(out, "v=0\r\no=bench %u %" PRIu64 " IN IP4 127.0.0.1\r\ns=%s\r\nt=0 0\r\n",
-                       idx, seq, answer ? "answer" : "offer") < 0)
-        return RTC_ENOMEM;
-    if (out->len + 6 > size)
-        return RTC_EINVAL;
-    while (out->len < size) {
-        size_t rest = size - out->len, k = rest <= 78 ? rest - 6 : 66;
-        if (rtc_buf_append(out, "a=x:", 4) < 0 || rtc_buf_append(out, pad, k) < 0 ||
-            rtc_buf_append(out, "\r\n", 2) < 0)
-            return RTC_ENOMEM;
-    }
-    if (rtc_buf_reserve(out, 1) < 0)
-        return RTC_ENOMEM;
-    out->data[out->len] = '\0';
-    return 0;
-}
-
 /* Appends s as a JSON string (with quotes). */
 static int json_str(rtc_buf *b, const char *s, size_t len)
 {
@@ -910,7 +886,7 @@ static void send_signal(client *from, uint64_t seq)
     pair *p = from->pair;
     client *to = peer_of(from);
     rtc_buf *b = &G.out;
-    if (make_sdp(&G.sdp, from->is_b, p->idx, seq, (size_t)G.size) < 0) {
+    if (bench_make_sdp(&G.sdp, from->is_b, p->idx, seq, (size_t)G.size) < 0) {
         fail("cannot build the SDP");
         return;
     }
@@ -1096,8 +1072,8 @@ static void on_signal(client *c, const char *sdp, size_t sdp_len)
              c->next_seq);
         return;
     }
-    if (make_sdp(&G.expect, !c->is_b, p->idx, seq, (size_t)G.size) < 0 || sdp_len != G.expect.len ||
-        memcmp(sdp, G.expect.data, G.expect.len) != 0) {
+    if (bench_make_sdp(&G.expect, !c->is_b, p->idx, seq, (size_t)G.size) < 0 ||
+        sdp_len != G.expect.len || memcmp(sdp, G.expect.data, G.expect.len) != 0) {
         fail("%s: SDP of %s #%" PRIu64 " differs from what was sent (%zu bytes, sent %zu)", who(c),
              what, seq, sdp_len, G.expect.len);
         return;

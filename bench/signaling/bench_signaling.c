@@ -237,31 +237,6 @@ static char *base64(const char *in)
     return out;
 }
 
-/* The SDP text of offer / answer `seq` of pair `idx`, exactly `size` bytes:
- * a session header whose o= line carries pair and sequence number, padded
- * with attribute lines. The receiver rebuilds it to compare. */
-static int make_sdp(rtc_buf *out, bool answer, unsigned idx, uint64_t seq, size_t size)
-{
-    static const char pad[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-    rtc_buf_reset(out);
-    if (rtc_buf_printf(out, "v=0\r\no=bench %u %" PRIu64 " IN IP4 127.0.0.1\r\ns=%s\r\nt=0 0\r\n",
-                       idx, seq, answer ? "answer" : "offer") < 0)
-        return RTC_ENOMEM;
-    if (out->len + 6 > size)
-        return RTC_EINVAL;
-    /* Lines "a=x:<k x's>\r\n" (6 + k bytes), 72 bytes but the last. */
-    while (out->len < size) {
-        size_t rest = size - out->len, k = rest <= 78 ? rest - 6 : 66;
-        if (rtc_buf_append(out, "a=x:", 4) < 0 || rtc_buf_append(out, pad, k) < 0 ||
-            rtc_buf_append(out, "\r\n", 2) < 0)
-            return RTC_ENOMEM;
-    }
-    if (rtc_buf_reserve(out, 1) < 0)
-        return RTC_ENOMEM;
-    out->data[out->len] = '\0';
-    return 0;
-}
-
 /* ---- metrics over HTTP/1.1 and CPU time ------------------------------------ */
 
 /* Sum of the samples of `name` (exact family name) whose label text holds
@@ -529,7 +504,7 @@ static void send_signal(side *from, uint64_t seq)
     pair *p = from->pair;
     gen *g = p->g;
     side *to = from->is_b ? &p->a : &p->b;
-    if (make_sdp(&g->sdp, from->is_b, p->idx, seq, (size_t)g->size) < 0) {
+    if (bench_make_sdp(&g->sdp, from->is_b, p->idx, seq, (size_t)g->size) < 0) {
         fail(g, "cannot build the SDP");
         return;
     }
@@ -623,7 +598,7 @@ static void on_signal_event(side *s, const Rtc__Signaling__V1__SignalEvent *ev)
              s->next_seq);
         return;
     }
-    if (make_sdp(&g->expect, !s->is_b, p->idx, seq, (size_t)g->size) < 0 ||
+    if (bench_make_sdp(&g->expect, !s->is_b, p->idx, seq, (size_t)g->size) < 0 ||
         strlen(sdp) != g->expect.len || memcmp(sdp, g->expect.data, g->expect.len) != 0) {
         fail(g, "%s: SDP of #%" PRIu64 " differs from what was sent (%zu bytes, sent %zu)", who,
              seq, strlen(sdp), g->expect.len);
