@@ -12,6 +12,10 @@
 #   scripts/up.sh stop      SIGTERM, wait for a clean exit (SIGKILL after 20 s)
 #   scripts/up.sh restart   stop, then start
 #
+# The demo call app (clients/web) is served on http://127.0.0.1:3000/ by
+# Python's http.server (a development server; the nginx edge serves it in
+# deployments).
+#
 # Logs: .run/logs/<name>.log; pids: .run/<name>.pid. Running it again while
 # everything is up says so and exits 0. RTC_BIN_DIR=DIR uses binaries from DIR
 # instead of building into build/bin.
@@ -24,6 +28,7 @@ HOST=127.0.0.1
 PY=/usr/bin/python3
 SECRETS="$RUN/secrets"
 REDIS_PORT=6379
+DEMO_PORT=3000
 STOP_GRACE=20  # seconds; the services drain in-flight calls on SIGTERM
 START_WAIT=30  # seconds for each service to become ready
 
@@ -73,7 +78,8 @@ running_pid() {
 	# and stop); the name alone tells it from a reused pid.
 	exe="${exe% (deleted)}"
 	if [[ ${exe##*/} == "$(bin_of "$name")" ]] ||
-		[[ $name == redis-server && $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]]; then
+		[[ $name == redis-server && $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]] ||
+		[[ $name == rtc-demo && $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *" -m http.server $DEMO_PORT "* ]]; then
 		echo "$pid"
 	fi
 }
@@ -131,6 +137,8 @@ endpoints() {
 		printf '  %-16s gRPC h2c %s:%-5s  admin http://%s:%s/{healthz,readyz,metrics}  log .run/logs/%s.log\n' \
 			"$name" "$HOST" "$port" "$HOST" "$admin" "$name"
 	done
+	printf '  %-16s http://%s:%s/  (demo call app; open it in two tabs)\n' rtc-demo "$HOST" "$DEMO_PORT"
+
 }
 
 # Waits until the service is ready: /readyz answers 200, then gRPC health
@@ -219,6 +227,25 @@ start_redis() {
 	done
 }
 
+demo_up() { curl -sf -o /dev/null --max-time 2 "http://$HOST:$DEMO_PORT/demo/"; }
+
+# The demo's static files: ours (pid file) or nothing else on the port.
+start_demo() {
+	local t0
+	[[ -n $(running_pid rtc-demo) ]] && return 0
+	port_open "$DEMO_PORT" && die "rtc-demo: $HOST:$DEMO_PORT is already in use by another process"
+	echo "up: starting rtc-demo (http://$HOST:$DEMO_PORT/, files from clients/web)"
+	nohup "$PY" -m http.server "$DEMO_PORT" --bind "$HOST" --directory "$ROOT/clients/web" \
+		>>"$LOGS/rtc-demo.log" 2>&1 </dev/null 9>&- &
+	echo $! >"$RUN/rtc-demo.pid"
+	t0=$SECONDS
+	until demo_up; do
+		alive "$(<"$RUN/rtc-demo.pid")" || die "rtc-demo exited (log: .run/logs/rtc-demo.log)"
+		((SECONDS - t0 < START_WAIT)) || die "rtc-demo not answering after ${START_WAIT}s"
+		sleep 0.2
+	done
+}
+
 # Flags of each service beyond --listen/--admin.
 service_args() {
 	case "$1" in
@@ -247,7 +274,7 @@ cmd_start() {
 			need+=("$svc")
 		fi
 	done
-	if ((${#need[@]} == 0)); then
+	if ((${#need[@]} == 0)) && [[ -n $(running_pid rtc-demo) ]]; then
 		for svc in "${SERVICES[@]}"; do
 			read -r name port admin <<<"$svc"
 			wait_ready "$name" "$(running_pid "$name")" "$port" "$admin" ||
@@ -297,6 +324,7 @@ cmd_start() {
 		fi
 		echo "up: $name ready"
 	done
+	start_demo
 	echo "up: rtc is up (development mode):"
 	endpoints
 	printf '  %-16s %s:%s\n' redis "$HOST" "$REDIS_PORT"
@@ -312,6 +340,9 @@ cmd_stop() {
 			any=1
 		fi
 	done
+	if stop_one rtc-demo; then
+		any=1
+	fi
 	# Only a Redis this script started (pid file) is stopped.
 	if stop_one redis-server; then
 		any=1
@@ -336,6 +367,13 @@ cmd_status() {
 		printf '  %-16s running (pid %s), %s: %s, admin http://%s:%s\n' \
 			"$name" "$pid" "$ready" "$face" "$HOST" "$admin"
 	done
+	pid="$(running_pid rtc-demo)"
+	if [[ -n $pid ]] && demo_up; then
+		printf '  %-16s running (pid %s), http://%s:%s/\n' rtc-demo "$pid" "$HOST" "$DEMO_PORT"
+	else
+		printf '  %-16s %s\n' rtc-demo "${pid:+running (pid $pid), not answering}${pid:-stopped}"
+		rc=3
+	fi
 	if redis_ping; then
 		printf '  %-16s answering on %s:%s\n' redis "$HOST" "$REDIS_PORT"
 	else

@@ -282,6 +282,11 @@ export class RpcSocket {
  * The other end of one peer connection in the mesh.
  */
 export class RemotePeer {
+  /**
+   * Made by RtcClient for each other participant; read-only for callers.
+   * @param {object} participant the participant as the service describes it
+   * @param {boolean} polite whether this side yields on offer glare
+   */
   constructor(participant, polite) {
     /** @type {string} participant id */
     this.id = participant.id;
@@ -732,7 +737,8 @@ export class RtcClient extends EventTarget {
     }
     if (!this.tokenExpiresAt || (!this.opts.getToken && !this.opts.devLogin)) return;
     const left = this.tokenExpiresAt - Date.now();
-    const at = Math.max(1000, Math.min(left / 2, left - this.opts.refreshBeforeMs));
+    // refreshBeforeMs ahead of expiry, but not before half the token's life.
+    const at = Math.max(1000, left / 2, left - this.opts.refreshBeforeMs);
     this.refreshTimer = this._timeout(() => this._refreshToken(), at);
   }
 
