@@ -119,7 +119,7 @@ build() {
 	echo "up: building (cmake --preset default, build/; log .run/logs/build.log)"
 	mkdir -p "$LOGS"
 	if ! (cd "$ROOT" && cmake --preset default &&
-		cmake --build build -j"$(nproc)" --target rtc-auth rtc-signaling rtc-bridge) >"$LOGS/build.log" 2>&1; then
+		cmake --build build -j"$(nproc)" --target rtc-auth rtc-signaling rtc-bridge rtcctl) >"$LOGS/build.log" 2>&1; then
 		tail -n 30 "$LOGS/build.log" >&2
 		die "build failed (log: .run/logs/build.log)"
 	fi
