@@ -19,6 +19,17 @@ const OUT_OF_RANGE = 11;
 const UNAVAILABLE = 14;
 const UNAUTHENTICATED = 16;
 
+/* A peer that joined after us offers first; we send our own offer only if
+   theirs has not come after this long. */
+const OFFER_WAIT_MS = 5000;
+/* A peer connection not connected this long after a completed negotiation
+   is restarted (ICE restart); the polite side waits longer, so both do not
+   restart at once. */
+const CONNECT_WATCHDOG_MS = 15000;
+/* After ICE fails, the impolite side restarts at once, the polite one only
+   if that did not happen. */
+const POLITE_RESTART_DELAY_MS = 5000;
+
 const SDP_TYPES = {
   offer: 'SDP_TYPE_OFFER',
   answer: 'SDP_TYPE_ANSWER',
@@ -310,6 +321,8 @@ export class RemotePeer {
     this.candidates = []; // received before a remote description was set
     this.sendQueue = Promise.resolve(); // signals to this peer, in order
     this.videoTransceiver = null;
+    this.passive = false; // waiting for their first offer before sending media
+    this.watchdog = null;
     this.closed = false;
   }
 }
@@ -452,7 +465,9 @@ export class RtcClient extends EventTarget {
    */
   setLocalStream(stream) {
     this.localStream = stream;
-    for (const peer of this.peers.values()) this._attachLocal(peer);
+    for (const peer of this.peers.values()) {
+      if (!peer.passive) this._attachLocal(peer);
+    }
   }
 
   /**
@@ -492,7 +507,7 @@ export class RtcClient extends EventTarget {
     track.enabled = this.videoEnabled;
     await Promise.all([...this.peers.values()].map(async (peer) => {
       if (peer.videoTransceiver) await peer.videoTransceiver.sender.replaceTrack(track);
-      else this._attachLocal(peer);
+      else if (!peer.passive) this._attachLocal(peer);
     }));
   }
 
@@ -601,8 +616,13 @@ export class RtcClient extends EventTarget {
     this._scheduleRefresh();
 
     await this._subscribe(rpc);
-    for (const p of joined.participants || []) {
-      if (p.id !== this.self.id) this._peer(p);
+    // A new session offers to everyone already in the room (they wait for
+    // it: no glare). A resumed one has its peers; anyone new since comes as
+    // participant_joined in the replay.
+    if (!joined.resumed) {
+      for (const p of joined.participants || []) {
+        if (p.id !== this.self.id) this._peer(p, true);
+      }
     }
     if (resuming) this._emit('reconnected', { resumed: Boolean(joined.resumed) });
     for (const peer of this.peers.values()) {
@@ -814,7 +834,7 @@ export class RtcClient extends EventTarget {
       const p = ev.participantJoined.participant;
       if (!p || (this.self && p.id === this.self.id)) return;
       const known = this.peers.has(p.id);
-      this._peer(p);
+      this._peer(p, false);
       if (!known) this._emit('participant-joined', { participant: p });
     } else if (ev.participantLeft) {
       const p = ev.participantLeft.participant || {};
@@ -841,7 +861,7 @@ export class RtcClient extends EventTarget {
         this._emit('data', { from, data: fromBase64(payload.data), via: 'server' });
         return;
       }
-      peer = this._peer({ id: from });
+      peer = this._peer({ id: from }, false);
     }
     if (payload.data !== undefined) {
       this._emit('data', { from, data: fromBase64(payload.data), via: 'server' });
@@ -887,6 +907,8 @@ export class RtcClient extends EventTarget {
     if (description.type === 'answer') this._negotiated(peer);
     await this._flushCandidates(peer);
     if (description.type === 'offer') {
+      // Our media rides on the transceivers their offer made: no new offer.
+      if (peer.passive) this._activate(peer);
       await pc.setLocalDescription();
       this._sendSignal(peer, { description: { type: SDP_TYPES[pc.localDescription.type], sdp: pc.localDescription.sdp } });
       this._negotiated(peer);
@@ -896,6 +918,23 @@ export class RtcClient extends EventTarget {
   _negotiated(peer) {
     peer.negotiations++;
     this._emit('negotiated', { participantId: peer.id, count: peer.negotiations });
+    this._armWatchdog(peer);
+  }
+
+  /* Whatever stalls a connection after a negotiation (a lost candidate, an
+     ICE agent stuck after glare), an ICE restart recovers it. */
+  _armWatchdog(peer) {
+    if (peer.watchdog) {
+      clearTimeout(peer.watchdog);
+      this.timers.delete(peer.watchdog);
+    }
+    const ms = CONNECT_WATCHDOG_MS * (peer.polite ? 2 : 1);
+    peer.watchdog = this._timeout(() => {
+      peer.watchdog = null;
+      if (peer.closed || peer.pc.connectionState === 'connected') return;
+      this.log?.warn?.('rtc: no connection to', peer.id, `${ms} ms after negotiating (${peer.pc.connectionState})`);
+      this._restartIce(peer);
+    }, ms);
   }
 
   /* Candidates wait until the remote description they belong to is set. */
@@ -927,7 +966,10 @@ export class RtcClient extends EventTarget {
 
   /* ---- peer connections -------------------------------------------------------------- */
 
-  _peer(participant) {
+  /* The peer for a participant, made on first sight. An initiator (we are
+     the newcomer) sends media and offers at once; otherwise we wait for
+     their offer, then answer with our media. */
+  _peer(participant, initiator) {
     let peer = this.peers.get(participant.id);
     if (peer) {
       if (participant.displayName !== undefined) peer.participant = participant;
@@ -974,48 +1016,72 @@ export class RtcClient extends EventTarget {
       const state = pc.connectionState;
       peer.connectionState = state;
       this._emit('connection-state', { participantId: peer.id, state });
-      if (state === 'failed') this._restartIce(peer);
+      if (state === 'connected' && peer.watchdog) {
+        clearTimeout(peer.watchdog);
+        this.timers.delete(peer.watchdog);
+        peer.watchdog = null;
+      }
+      if (state === 'failed') {
+        if (!peer.polite) this._restartIce(peer);
+        else {
+          this._timeout(() => {
+            if (pc.connectionState === 'failed') this._restartIce(peer);
+          }, POLITE_RESTART_DELAY_MS);
+        }
+      }
     };
-    if (this.opts.dataChannel) {
+    if (initiator) {
+      this._activate(peer);
+    } else {
+      peer.passive = true;
+      this._timeout(() => {
+        if (peer.passive && !peer.closed) {
+          this.log?.info?.('rtc: no offer from', peer.id, 'yet: offering');
+          this._activate(peer);
+        }
+      }, OFFER_WAIT_MS);
+    }
+    return peer;
+  }
+
+  /* Media and the chat channel onto a peer connection. */
+  _activate(peer) {
+    peer.passive = false;
+    if (this.opts.dataChannel && !peer.channel) {
       // Negotiated with a fixed id: both sides open it, no glare to resolve.
-      const ch = pc.createDataChannel('chat', { negotiated: true, id: 0 });
+      const ch = peer.pc.createDataChannel('chat', { negotiated: true, id: 0 });
       ch.onmessage = (e) => {
         if (typeof e.data === 'string') this._emit('data', { from: peer.id, data: e.data, via: 'channel' });
       };
       peer.channel = ch;
     }
     this._attachLocal(peer);
-    return peer;
   }
 
-  /* Local tracks onto a peer: replace a sender of the same kind, add others;
-     always able to receive audio and video. */
+  /* Local tracks onto a peer: a track of a kind already sent replaces it;
+     others are added (addTrack reuses a transceiver the remote offer made).
+     The peer connection can always receive audio and video. */
   _attachLocal(peer) {
     const pc = peer.pc;
     const tracks = this.localStream ? this.localStream.getTracks() : [];
     const kinds = new Set();
+    let video = null;
     for (const track of tracks) {
       kinds.add(track.kind);
-      const sender = pc.getSenders().find((s) => s.track && s.track.kind === track.kind);
+      let sender = pc.getSenders().find((s) => s.track && s.track.kind === track.kind);
       if (sender) {
         if (sender.track !== track) sender.replaceTrack(track).catch(() => {});
-        continue;
-      }
-      const tr = pc.getTransceivers().find((t) => t.receiver.track.kind === track.kind && !t.sender.track && t.currentDirection !== 'stopped');
-      if (tr) {
-        tr.sender.replaceTrack(track).catch(() => {});
-        tr.direction = 'sendrecv';
-        tr.sender.setStreams?.(this.localStream);
       } else {
-        pc.addTrack(track, this.localStream);
+        sender = pc.addTrack(track, this.localStream);
       }
+      if (track.kind === 'video') video = sender;
     }
     for (const kind of ['audio', 'video']) {
       if (!kinds.has(kind) && !pc.getTransceivers().some((t) => t.receiver.track.kind === kind)) {
         pc.addTransceiver(kind, { direction: 'recvonly' });
       }
     }
-    peer.videoTransceiver = pc.getTransceivers().find((t) => t.sender.track && t.sender.track.kind === 'video') || null;
+    peer.videoTransceiver = (video && pc.getTransceivers().find((t) => t.sender === video)) || null;
     if (peer.videoTransceiver && !this.videoEnabled) peer.videoTransceiver.direction = 'recvonly';
   }
 
@@ -1043,6 +1109,10 @@ export class RtcClient extends EventTarget {
   _closePeer(peer) {
     if (peer.closed) return;
     peer.closed = true;
+    if (peer.watchdog) {
+      clearTimeout(peer.watchdog);
+      this.timers.delete(peer.watchdog);
+    }
     this.peers.delete(peer.id);
     try {
       peer.pc.close();
