@@ -75,6 +75,22 @@ def http_get(port, path, timeout=5.0):
         c.close()
 
 
+def start_redis_and_auth(cls, auth_exe, auth_args=()):
+    """For a test class with cls.tmp and cls.procs: starts a redis-server and
+    rtc-auth (--dev, revocation in that Redis, plus auth_args) and sets
+    cls.redis and cls.auth; both stop in the class cleanups and their logs
+    are dumped on failure."""
+    cls.redis = H.Redis(cls.tmp)
+    cls.addClassCleanup(cls.redis.stop)
+    cls.redis.start()
+    cls.procs.append(("redis-server", cls.redis))
+    log_path = os.path.join(cls.tmp, "rtc-auth.log")
+    cls.procs.append(("rtc-auth", {"log": log_path}))
+    cls.auth = H.AuthServer(auth_exe, ["--dev", "--redis", cls.redis.url] + list(auth_args),
+                            log_path)
+    cls.addClassCleanup(cls.auth.stop)
+
+
 class DumpLogsOnFailure:
     """TestCase mixin: when a test fails, print the end of every log of the
     class's `procs` [(name, Pod | process with .proc | {"log": path})]."""

@@ -165,15 +165,7 @@ class BridgeCase(S.DumpLogsOnFailure, unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="rtc-bridge-test-")
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
         try:
-            cls.redis = H.Redis(cls.tmp)
-            cls.addClassCleanup(cls.redis.stop)
-            cls.redis.start()
-            cls.procs.append(("redis-server", cls.redis))
-            log_path = os.path.join(cls.tmp, "rtc-auth.log")
-            cls.procs.append(("rtc-auth", {"log": log_path}))
-            cls.auth = H.AuthServer(exe("rtc-auth"), ["--dev", "--redis", cls.redis.url],
-                                    log_path)
-            cls.addClassCleanup(cls.auth.stop)
+            S.start_redis_and_auth(cls, exe("rtc-auth"))
             cls.pods = [cls.make_pod(i) for i in range(cls.NUM_PODS)]
             for pod in cls.pods:
                 pod.start()

@@ -195,15 +195,7 @@ class CtlCase(S.DumpLogsOnFailure, unittest.TestCase):
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
         try:
             cls.pb, cls.apb, cls.hpb = protos()
-            cls.redis = H.Redis(cls.tmp)
-            cls.addClassCleanup(cls.redis.stop)
-            cls.redis.start()
-            cls.procs.append(("redis-server", cls.redis))
-            log_path = os.path.join(cls.tmp, "rtc-auth.log")
-            cls.procs.append(("rtc-auth", {"log": log_path}))
-            cls.auth = H.AuthServer(exe("rtc-auth"), [
-                "--dev", "--redis", cls.redis.url, "--api-keys", API_KEYS], log_path)
-            cls.addClassCleanup(cls.auth.stop)
+            S.start_redis_and_auth(cls, exe("rtc-auth"), ["--api-keys", API_KEYS])
             cls.authc = H.AuthClient(cls.auth.addr, cls.apb, cls.hpb)
             cls.addClassCleanup(cls.authc.close)
             cls.pods, cls.clients = [], []
