@@ -323,6 +323,7 @@ export class RemotePeer {
     this.videoTransceiver = null;
     this.passive = false; // waiting for their first offer before sending media
     this.watchdog = null;
+    this.restarts = 0; // watchdog firings since last connected
     this.closed = false;
   }
 }
@@ -885,8 +886,13 @@ export class RtcClient extends EventTarget {
   /* Perfect negotiation (W3C WebRTC §10.7): the impolite peer ignores a
      colliding offer; the polite one rolls its own back and answers. */
   async _onDescription(peer, description) {
+    if (!peer.pc || peer.closed) return;
+    if (description.type === 'offer' && peer.pc.remoteDescription &&
+        fingerprint(peer.pc.remoteDescription.sdp) !== fingerprint(description.sdp)) {
+      // The other side started over with a new peer connection.
+      this._rebuildPeer(peer, false);
+    }
     const pc = peer.pc;
-    if (!pc || peer.closed) return;
     const readyForOffer = !peer.makingOffer && (pc.signalingState === 'stable' || peer.answerPending);
     const collision = description.type === 'offer' && !readyForOffer;
     peer.ignoreOffer = !peer.polite && collision;
@@ -931,9 +937,15 @@ export class RtcClient extends EventTarget {
     const ms = CONNECT_WATCHDOG_MS * (peer.polite ? 2 : 1);
     peer.watchdog = this._timeout(() => {
       peer.watchdog = null;
-      if (peer.closed || peer.pc.connectionState === 'connected') return;
+      if (peer.closed || peer.pc.connectionState === 'connected' || this.state !== 'connected') return;
       this.log?.warn?.('rtc: no connection to', peer.id, `${ms} ms after negotiating (${peer.pc.connectionState})`);
-      this._restartIce(peer);
+      // An ICE restart first. Chromium can also leave an ICE agent that never
+      // gathers again (seen after offer glare): then only a new peer
+      // connection helps. Only the impolite side starts one, so the two
+      // never replace each other's in a loop.
+      peer.restarts = (peer.restarts || 0) + 1;
+      if (peer.restarts >= 2 && !peer.polite) this._rebuildPeer(peer, true);
+      else this._restartIce(peer);
     }, ms);
   }
 
@@ -977,6 +989,12 @@ export class RtcClient extends EventTarget {
     }
     peer = new RemotePeer(participant, Boolean(this.self) && this.self.id < participant.id);
     this.peers.set(peer.id, peer);
+    this._openPc(peer, initiator);
+    return peer;
+  }
+
+  /* A new RTCPeerConnection for a peer; handlers of a replaced one go quiet. */
+  _openPc(peer, initiator) {
     const pc = new RTCPeerConnection({
       iceServers: this.iceServers,
       iceTransportPolicy: this.opts.iceTransportPolicy,
@@ -984,6 +1002,7 @@ export class RtcClient extends EventTarget {
     peer.pc = pc;
 
     pc.onnegotiationneeded = async () => {
+      if (peer.pc !== pc) return;
       try {
         peer.makingOffer = true;
         await pc.setLocalDescription();
@@ -996,7 +1015,7 @@ export class RtcClient extends EventTarget {
       }
     };
     pc.onicecandidate = ({ candidate }) => {
-      if (peer.closed) return;
+      if (peer.closed || peer.pc !== pc) return;
       if (!candidate || !candidate.candidate) {
         this._sendSignal(peer, { endOfCandidates: {} });
         return;
@@ -1008,18 +1027,23 @@ export class RtcClient extends EventTarget {
       this._sendSignal(peer, { candidate: c });
     };
     pc.ontrack = ({ track, streams }) => {
+      if (peer.pc !== pc) return;
       if (!peer.stream.getTracks().includes(track)) peer.stream.addTrack(track);
       track.addEventListener('ended', () => peer.stream.removeTrack(track));
       this._emit('track', { participantId: peer.id, track, streams: [peer.stream, ...streams] });
     };
     pc.onconnectionstatechange = () => {
+      if (peer.pc !== pc) return;
       const state = pc.connectionState;
       peer.connectionState = state;
       this._emit('connection-state', { participantId: peer.id, state });
-      if (state === 'connected' && peer.watchdog) {
-        clearTimeout(peer.watchdog);
-        this.timers.delete(peer.watchdog);
-        peer.watchdog = null;
+      if (state === 'connected') {
+        peer.restarts = 0;
+        if (peer.watchdog) {
+          clearTimeout(peer.watchdog);
+          this.timers.delete(peer.watchdog);
+          peer.watchdog = null;
+        }
       }
       if (state === 'failed') {
         if (!peer.polite) this._restartIce(peer);
@@ -1035,13 +1059,34 @@ export class RtcClient extends EventTarget {
     } else {
       peer.passive = true;
       this._timeout(() => {
-        if (peer.passive && !peer.closed) {
+        if (peer.passive && !peer.closed && peer.pc === pc) {
           this.log?.info?.('rtc: no offer from', peer.id, 'yet: offering');
           this._activate(peer);
         }
       }, OFFER_WAIT_MS);
     }
-    return peer;
+  }
+
+  /* Starts a peer over with a fresh RTCPeerConnection (new ICE agent, new
+     DTLS certificate fingerprint). The other side sees the new fingerprint
+     in our offer and starts over too (_onDescription). */
+  _rebuildPeer(peer, initiator) {
+    this.log?.warn?.('rtc: new peer connection for', peer.id, initiator ? '(offering)' : '(their offer changed certificates)');
+    const old = peer.pc;
+    peer.pc = null;
+    try {
+      old.close();
+    } catch {
+      // already closed
+    }
+    for (const t of peer.stream.getTracks()) peer.stream.removeTrack(t);
+    peer.channel = null;
+    peer.videoTransceiver = null;
+    peer.makingOffer = false;
+    peer.ignoreOffer = false;
+    peer.answerPending = false;
+    peer.candidates = [];
+    this._openPc(peer, initiator);
   }
 
   /* Media and the chat channel onto a peer connection. */
@@ -1122,6 +1167,12 @@ export class RtcClient extends EventTarget {
     peer.connectionState = 'closed';
     this._emit('connection-state', { participantId: peer.id, state: 'closed' });
   }
+}
+
+/* The DTLS certificate fingerprint of an SDP: it changes only with a new peer connection. */
+function fingerprint(sdp) {
+  const m = /^a=fingerprint:(.+)$/m.exec(sdp || '');
+  return m ? m[1].trim() : '';
 }
 
 /* proto3 JSON IceServer → RTCIceServer. */
