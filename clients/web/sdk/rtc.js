@@ -622,7 +622,10 @@ export class RtcClient extends EventTarget {
     // participant_joined in the replay.
     if (!joined.resumed) {
       for (const p of joined.participants || []) {
-        if (p.id !== this.self.id) this._peer(p, true);
+        if (p.id === this.self.id) continue;
+        this._peer(p, true);
+        // After a rejoin the app saw everyone leave (_resetPeers): they are back.
+        if (resuming) this._emit('participant-joined', { participant: p });
       }
     }
     if (resuming) this._emit('reconnected', { resumed: Boolean(joined.resumed) });

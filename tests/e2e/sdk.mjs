@@ -1,0 +1,148 @@
+// e2e.sdk — the SDK's own recovery paths, in the demo's pages:
+//  - a bridge is killed: the client reconnects to the other bridge, resumes
+//    its session (same participant, events from the last id) and the call
+//    and server-relayed data go on;
+//  - tokens live 20 s here: the client refreshes them before they expire
+//    and keeps working after the first one is dead (which the pods refuse);
+//  - a peer connection started over by one side (what the SDK does when a
+//    negotiated connection never connects): both sides build new ones and
+//    media and chat flow again.
+import { describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Suite } from './lib/harness.mjs';
+import { waitJoined, waitMedia, recordData, uiState } from './lib/demo.mjs';
+import { randomId, waitFor } from './lib/util.mjs';
+
+const TOKEN_TTL_S = 20;
+const s = new Suite('sdk', {
+  stack: {
+    turn: false,
+    authArgs: ['--token-ttl', `${TOKEN_TTL_S}s`],
+    podArgs: ['--leeway', '1s'],
+  },
+});
+const room = `sdk-${randomId(3)}`;
+const ids = {};
+let ann;
+let bob;
+
+/** Records the client's events of these types in window.__e2eEv. */
+async function recordEvents(tab, types) {
+  await tab.page.evaluate((list) => {
+    const c = window.rtcDemo.client;
+    window.__e2eEv = window.__e2eEv || [];
+    for (const t of list) c.addEventListener(t, (e) => window.__e2eEv.push({ type: t, detail: JSON.parse(JSON.stringify(e.detail)), at: Date.now() }));
+  }, types);
+}
+
+async function events(tab, type) {
+  return tab.page.evaluate((t) => (window.__e2eEv || []).filter((e) => e.type === t), type);
+}
+
+/** Sends app data through the server (Signal) and waits for the other page to get it. */
+async function serverData(from, to, toId, fromId, text) {
+  await from.page.evaluate(({ id, t }) => window.rtcDemo.client.sendData(t, { to: id }), { id: toId, t: text });
+  await waitFor(() => to.page.evaluate(({ id, t }) => (window.__e2eData || []).some((d) => d.from === id && d.data === t && d.via === 'server'),
+    { id: fromId, t: text }), { timeout: 30_000, what: `${to.name}: server-relayed data "${text}" from ${fromId}`, describe: () => uiState(to) });
+}
+
+describe('e2e.sdk: reconnect to another bridge with resume, token refresh, peer connection started over', () => {
+  before(async () => {
+    await s.start();
+    const [b1, b2] = s.stack.bridgeUrls();
+    ann = await s.tab('ann');
+    bob = await s.tab('bob');
+    // Ann tries bridge1 first, Bob bridge2.
+    await ann.goto(s.demoUrl({ name: 'Ann', room, bridges: [b1, b2] }));
+    ids.ann = await waitJoined(ann);
+    await bob.goto(s.demoUrl({ name: 'Bob', room, bridges: [b2, b1] }));
+    ids.bob = await waitJoined(bob);
+    await Promise.all([waitMedia(ann, [ids.bob]), waitMedia(bob, [ids.ann])]);
+    for (const t of [ann, bob]) {
+      await recordData(t);
+      await recordEvents(t, ['state', 'reconnected', 'token-refreshed', 'negotiated']);
+    }
+  });
+  after(() => s.stop());
+
+  s.scenario('bridge1 is killed: Ann reconnects through bridge2, resumes her session, the call and server data go on', async () => {
+    const before = await ann.page.evaluate(() => ({ id: window.rtcDemo.client.self.id, url: window.rtcDemo.client.rpc.url }));
+    assert.equal(before.url, s.stack.bridges[0].url, 'Ann starts on bridge1');
+    await s.stack.killBridge(0);
+    await waitFor(async () => (await events(ann, 'reconnected')).length > 0 &&
+      await ann.page.evaluate(() => window.rtcDemo.client.state === 'connected'),
+    { timeout: 60_000, what: 'Ann: reconnected event and state connected again', describe: () => uiState(ann) });
+    const rec = await events(ann, 'reconnected');
+    assert.deepEqual(rec.map((e) => e.detail), [{ resumed: true }], 'one reconnect, session resumed');
+    const states = (await events(ann, 'state')).map((e) => e.detail.state);
+    assert.deepEqual(states, ['reconnecting', 'connected'], `Ann's states: ${states}`);
+    const afterKill = await ann.page.evaluate(() => ({ id: window.rtcDemo.client.self.id, url: window.rtcDemo.client.rpc.url }));
+    assert.equal(afterKill.id, before.id, 'the same participant after resuming');
+    assert.equal(afterKill.url, s.stack.bridges[1].url, 'Ann is on bridge2 now');
+    // Media never depended on the bridge; events flow both ways again.
+    await Promise.all([waitMedia(ann, [ids.bob]), waitMedia(bob, [ids.ann])]);
+    await serverData(bob, ann, ids.ann, ids.bob, `to Ann after the kill ${randomId(3)}`);
+    await serverData(ann, bob, ids.bob, ids.ann, `from Ann after the kill ${randomId(3)}`);
+    assert.deepEqual(await events(bob, 'reconnected'), [], 'Bob (on bridge2) never reconnected');
+    await s.screenshots('after-bridge-kill', [ann, bob]);
+  });
+
+  s.scenario(`tokens live ${TOKEN_TTL_S} s: both refresh before expiry and keep working after the first token is dead`, async () => {
+    const first = await ann.page.evaluate(() => ({ token: window.rtcDemo.client.token, exp: window.rtcDemo.client.tokenExpiresAt }));
+    await waitFor(async () => (await events(ann, 'token-refreshed')).length > 0 && (await events(bob, 'token-refreshed')).length > 0,
+      { timeout: TOKEN_TTL_S * 1000 + 30_000, what: 'token-refreshed on both pages' });
+    const refreshed = (await events(ann, 'token-refreshed'))[0];
+    assert.ok(refreshed.at < first.exp, `refreshed at ${refreshed.at}, before the old token expired at ${first.exp}`);
+    assert.ok(refreshed.detail.expiresAtMs > first.exp, `new expiry ${refreshed.detail.expiresAtMs} > old ${first.exp}`);
+    // Past the first token's expiry (+ the pods' 1 s leeway).
+    await waitFor(async () => Date.now() > first.exp + 3000, { timeout: TOKEN_TTL_S * 1000 + 10_000, what: 'the first token expired' });
+    // The pods refuse the old token now: a raw call with it.
+    const code = await ann.page.evaluate(async ({ token, url }) => {
+      const { RpcSocket } = await import('/sdk/rtc.js');
+      const r = new RpcSocket(url);
+      await r.open();
+      await r.call('session.authenticate', { accessToken: token });
+      try {
+        await r.call('rtc.signaling.v1.Signaling/Heartbeat', { sessionId: window.rtcDemo.client.sessionId });
+        return 0;
+      } catch (e) {
+        return e.code;
+      } finally {
+        r.close();
+      }
+    }, { token: first.token, url: s.stack.bridges[1].url });
+    assert.equal(code, 16, 'the expired first token is refused UNAUTHENTICATED');
+    // The clients themselves work on their refreshed tokens.
+    await serverData(ann, bob, ids.bob, ids.ann, `after expiry ${randomId(3)}`);
+    await serverData(bob, ann, ids.ann, ids.bob, `after expiry too ${randomId(3)}`);
+    for (const t of [ann, bob]) {
+      const st = await t.page.evaluate(() => window.rtcDemo.client.state);
+      assert.equal(st, 'connected', `${t.name} still connected`);
+    }
+  });
+
+  s.scenario('one side starts its peer connection over: both build new ones, media and chat flow again', async () => {
+    // The impolite side is the one that starts over (the SDK's watchdog).
+    const annPolite = await ann.page.evaluate((id) => window.rtcDemo.client.peers.get(id).polite, ids.bob);
+    const [actor, other, actorId, otherId] = annPolite ? [bob, ann, ids.bob, ids.ann] : [ann, bob, ids.ann, ids.bob];
+    const fp = (t, id) => t.page.evaluate((pid) => {
+      const pc = window.rtcDemo.client.peers.get(pid).pc;
+      return /^a=fingerprint:(.+)$/m.exec(pc.localDescription.sdp)[1];
+    }, id);
+    const before = { actor: await fp(actor, otherId), other: await fp(other, actorId) };
+    await actor.page.evaluate((pid) => {
+      const c = window.rtcDemo.client;
+      c._rebuildPeer(c.peers.get(pid), true);
+    }, otherId);
+    await Promise.all([waitMedia(actor, [otherId], { baseline: {} }), waitMedia(other, [actorId], { baseline: {} })]);
+    const after = { actor: await fp(actor, otherId), other: await fp(other, actorId) };
+    assert.notEqual(after.actor, before.actor, `${actor.name} has a new peer connection`);
+    assert.notEqual(after.other, before.other, `${other.name} started over too`);
+    const text = `chat on the new connection ${randomId(3)}`;
+    await waitFor(() => actor.page.evaluate((t) => window.rtcDemo.client.sendChat(t) === 1, text),
+      { timeout: 30_000, what: `${actor.name}: chat channel open on the new connection` });
+    await waitFor(() => other.page.evaluate(({ id, t }) => (window.__e2eData || []).some((d) => d.from === id && d.data === t && d.via === 'channel'),
+      { id: actorId, t: text }), { timeout: 30_000, what: `${other.name}: chat over the new data channel` });
+    await s.screenshots('after-restart', [ann, bob]);
+  });
+});
