@@ -4,6 +4,9 @@
 //    and server-relayed data go on;
 //  - tokens live 20 s here: the client refreshes them before they expire
 //    and keeps working after the first one is dead (which the pods refuse);
+//  - glare: both sides renegotiate at once (Bob's event handling held until
+//    both offers are out): the impolite side ignores the other offer, the
+//    polite one rolls its own back, and both settle;
 //  - a peer connection started over by one side (what the SDK does when a
 //    negotiated connection never connects): both sides build new ones and
 //    media and chat flow again.
@@ -46,7 +49,7 @@ async function serverData(from, to, toId, fromId, text) {
     { id: fromId, t: text }), { timeout: 30_000, what: `${to.name}: server-relayed data "${text}" from ${fromId}`, describe: () => uiState(to) });
 }
 
-describe('e2e.sdk: reconnect to another bridge with resume, token refresh, peer connection started over', () => {
+describe('e2e.sdk: reconnect to another bridge with resume, token refresh, glare, peer connection started over', () => {
   before(async () => {
     await s.start();
     const [b1, b2] = s.stack.bridgeUrls();
@@ -119,6 +122,38 @@ describe('e2e.sdk: reconnect to another bridge with resume, token refresh, peer 
       const st = await t.page.evaluate(() => window.rtcDemo.client.state);
       assert.equal(st, 'connected', `${t.name} still connected`);
     }
+  });
+
+  s.scenario('glare: both renegotiate at once (camera off, then on); the impolite side ignores, the polite one rolls back', async () => {
+    const pcState = (t, id) => t.page.evaluate((pid) => {
+      const p = window.rtcDemo.client.peers.get(pid);
+      return { sig: p.pc.signalingState, dir: p.videoTransceiver && p.videoTransceiver.currentDirection, n: p.negotiations };
+    }, id);
+    const glares = (t) => t.console.filter((l) => l.includes('rtc: glare with')).length;
+    for (const enabled of [false, true]) {
+      const g0 = { ann: glares(ann), bob: glares(bob) };
+      const n0 = { ann: (await pcState(ann, ids.bob)).n, bob: (await pcState(bob, ids.ann)).n };
+      // Bob handles no event until both have sent their offer: a certain collision.
+      await bob.page.evaluate(() => {
+        const c = window.rtcDemo.client;
+        c.events = c.events.then(() => new Promise((resolve) => { window.__e2eRelease = resolve; }));
+      });
+      await Promise.all([ann, bob].map((t) => t.page.evaluate((on) => window.rtcDemo.client.setVideoEnabled(on), enabled)));
+      await waitFor(async () => (await pcState(ann, ids.bob)).sig === 'have-local-offer' && (await pcState(bob, ids.ann)).sig === 'have-local-offer',
+        { timeout: 30_000, what: 'both sides have sent an offer',
+          describe: async () => JSON.stringify({ ann: await pcState(ann, ids.bob), bob: await pcState(bob, ids.ann) }) });
+      await bob.page.evaluate(() => window.__e2eRelease());
+      const want = enabled ? 'sendrecv' : 'inactive';
+      await waitFor(async () => {
+        const a = await pcState(ann, ids.bob);
+        const b = await pcState(bob, ids.ann);
+        return a.sig === 'stable' && b.sig === 'stable' && a.dir === want && b.dir === want && a.n > n0.ann && b.n > n0.bob;
+      }, { timeout: 60_000, what: `both stable with video ${want} after the collision`,
+        describe: async () => JSON.stringify({ ann: await pcState(ann, ids.bob), bob: await pcState(bob, ids.ann), n0 }) });
+      assert.ok(glares(ann) > g0.ann && glares(bob) > g0.bob,
+        `both sides saw the collision (console 'rtc: glare with': ann ${g0.ann}→${glares(ann)}, bob ${g0.bob}→${glares(bob)})`);
+    }
+    await Promise.all([waitMedia(ann, [ids.bob]), waitMedia(bob, [ids.ann])]);
   });
 
   s.scenario('one side starts its peer connection over: both build new ones, media and chat flow again', async () => {
