@@ -7,13 +7,17 @@
 //  - glare: both sides renegotiate at once (Bob's event handling held until
 //    both offers are out): the impolite side ignores the other offer, the
 //    polite one rolls its own back, and both settle;
+//  - a peer that sends its candidates before its offer: they are held until
+//    the offer is set, then used (the selected pair's remote is Raw's host
+//    candidate, not a peer-reflexive guess);
 //  - a peer connection started over by one side (what the SDK does when a
 //    negotiated connection never connects): both sides build new ones and
 //    media and chat flow again.
 import { describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Suite } from './lib/harness.mjs';
-import { waitJoined, waitMedia, recordData, uiState } from './lib/demo.mjs';
+import { waitJoined, waitMedia, recordData, stats, uiState } from './lib/demo.mjs';
+import { BLANK_PATH } from './lib/static.mjs';
 import { randomId, waitFor } from './lib/util.mjs';
 
 const TOKEN_TTL_S = 20;
@@ -153,6 +157,69 @@ describe('e2e.sdk: reconnect to another bridge with resume, token refresh, glare
       assert.ok(glares(ann) > g0.ann && glares(bob) > g0.bob,
         `both sides saw the collision (console 'rtc: glare with': ann ${g0.ann}→${glares(ann)}, bob ${g0.bob}→${glares(bob)})`);
     }
+    await Promise.all([waitMedia(ann, [ids.bob]), waitMedia(bob, [ids.ann])]);
+  });
+
+  s.scenario('a peer that sends its candidates before its offer: the SDK holds them, then uses them', async () => {
+    // "Raw" is a participant written here with a bare RTCPeerConnection: it
+    // gathers every candidate first, sends them, and only then its offer.
+    const raw = await s.tab('raw');
+    await raw.goto(`${s.stack.origin}${BLANK_PATH}`);
+    const rawId = await raw.page.evaluate(async ({ url, room, annId }) => {
+      const { RpcSocket } = await import('/sdk/rtc.js');
+      const SIG = 'rtc.signaling.v1.Signaling/';
+      const r = new RpcSocket(url);
+      await r.open();
+      const login = await r.call('rtc.auth.v1.Auth/DevLogin', { displayName: 'Raw', roomId: room });
+      await r.call('session.authenticate', { accessToken: login.accessToken });
+      const j = await r.call(SIG + 'Join', {});
+      const pc = new RTCPeerConnection();
+      window.__raw = { r, pc };
+      const signal = (payload) => r.call(SIG + 'Signal', { sessionId: j.sessionId, toParticipantId: annId, payload });
+      let queue = Promise.resolve();
+      await r.subscribe(SIG + 'Subscribe', { sessionId: j.sessionId }, (ev) => {
+        queue = queue.then(async () => {
+          const p = ev.signal && ev.signal.fromParticipantId === annId && ev.signal.payload;
+          if (!p) return;
+          if (p.description) {
+            await pc.setRemoteDescription({ type: p.description.type === 'SDP_TYPE_OFFER' ? 'offer' : 'answer', sdp: p.description.sdp });
+            if (p.description.type === 'SDP_TYPE_OFFER') {
+              await pc.setLocalDescription();
+              await signal({ description: { type: 'SDP_TYPE_ANSWER', sdp: pc.localDescription.sdp } });
+            }
+          } else if (p.candidate) {
+            await pc.addIceCandidate({ candidate: p.candidate.candidate, sdpMid: p.candidate.sdpMid, sdpMLineIndex: p.candidate.sdpMlineIndex ?? null });
+          }
+        }).catch((e) => console.error('raw:', e));
+      }, () => {});
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      pc.createDataChannel('chat', { negotiated: true, id: 0 });
+      const cands = [];
+      const gathered = new Promise((resolve) => { pc.onicecandidate = (e) => (e.candidate ? cands.push(e.candidate) : resolve()); });
+      await pc.setLocalDescription();
+      const offer = pc.localDescription.sdp; // taken before any candidate was gathered
+      await gathered;
+      for (const c of cands) {
+        await signal({ candidate: { candidate: c.candidate, sdpMid: c.sdpMid, sdpMlineIndex: c.sdpMLineIndex } });
+      }
+      await signal({ description: { type: 'SDP_TYPE_OFFER', sdp: offer } });
+      return j.participant.id;
+    }, { url: s.stack.bridges[1].url, room, annId: ids.ann });
+    await waitFor(async () => {
+      const st = await stats(ann);
+      const p = st && st.peers[rawId];
+      return p && p.connectionState === 'connected' && p.pair && p.pair.remote.type === 'host';
+    }, { timeout: 60_000, what: 'Ann connected to Raw over the host candidate Raw sent before its offer',
+      describe: async () => JSON.stringify((await stats(ann)).peers[rawId]) });
+    assert.ok(ann.console.some((l) => l.includes(`rtc: candidate from ${rawId} held until their description is set`)),
+      "Ann's SDK held Raw's early candidates (console)");
+    await raw.page.evaluate(async () => {
+      const { r, pc } = window.__raw;
+      pc.close();
+      r.close();
+    });
+    await raw.close();
+    // Raw's session times out or is swept; Ann and Bob are unaffected.
     await Promise.all([waitMedia(ann, [ids.bob]), waitMedia(bob, [ids.ann])]);
   });
 

@@ -956,6 +956,7 @@ export class RtcClient extends EventTarget {
   async _onCandidate(peer, candidate) {
     if (!peer.pc || peer.closed) return;
     if (!peer.pc.remoteDescription) {
+      this.log?.debug?.('rtc: candidate from', peer.id, 'held until their description is set');
       peer.candidates.push(candidate);
       return;
     }
