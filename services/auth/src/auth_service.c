@@ -36,6 +36,9 @@
 
 static struct auth_config {
     char *redis;
+    char *sentinels;
+    char *master_name;
+    char *sentinel_password;
     char *signing_key;
     char *verify_keys;
     char *issuer;
@@ -60,7 +63,14 @@ static struct auth_config {
 
 static const rtc_option auth_options[] = {
     {"redis", RTC_OPT_STRING, "redis://127.0.0.1:6379",
-     "Redis for revocation: redis://[user:pass@]HOST:PORT[/db]", &cfg.redis, 0, 0},
+     "Redis for revocation: redis://[user:pass@]HOST:PORT[/db] (with --sentinels only its user, "
+     "password and db are used)",
+     &cfg.redis, 0, 0},
+    {"sentinels", RTC_OPT_STRING, NULL, "Redis Sentinels host:port,… (the primary is found there)",
+     &cfg.sentinels, 0, 0},
+    {"master-name", RTC_OPT_STRING, "rtc", "the Sentinel master name", &cfg.master_name, 0, 0},
+    {"sentinel-password", RTC_OPT_STRING, NULL, "AUTH password of the Sentinels",
+     &cfg.sentinel_password, 0, 0},
     {"signing-key", RTC_OPT_STRING, NULL,
      "PEM file of the P-256 private key that signs (required without --dev)", &cfg.signing_key, 0,
      0},
@@ -998,8 +1008,12 @@ int rtc_auth_service_setup(rtc_service *svc, void *ud)
     rtc_redis_options_init(&ro);
     ro.url = cfg.redis;
     ro.client_name = "rtc-auth";
+    ro.sentinels = cfg.sentinels;
+    ro.master_name = cfg.master_name;
+    ro.sentinel_password = cfg.sentinel_password;
     if ((rc = rtc_redis_new(rtc_service_loop(svc), &ro, m, &A.redis)) < 0) {
-        rtc_error("bad --redis URL", "error", rtc_strerror(rc));
+        rtc_error("bad Redis settings (--redis, --sentinels, --master-name)", "error",
+                  rtc_strerror(rc));
         return rc;
     }
     rtc_redis_on_state(A.redis, on_redis_state, NULL);
