@@ -70,6 +70,7 @@ TEST_PKGS=(
 	python3-protobuf python3-h2 python3-websockets
 	prometheus redis-sentinel coturn python3-jwt python3-cryptography chromium
 	iproute2 util-linux
+	yamllint python3-yaml shellcheck
 )
 
 want=("${BUILD_PKGS[@]}")
@@ -77,6 +78,11 @@ if [[ $BUILD_ONLY == 0 ]]; then
 	want+=("${TEST_PKGS[@]}")
 	# Node may come from elsewhere (NodeSource, nvm): only fall back to
 	# Debian's when there is none at all.
+	# deploy/check.sh needs a kubectl; one from elsewhere (e.g. Google
+	# Cloud's package, which conflicts with Debian's) serves as well.
+	if ! command -v kubectl >/dev/null 2>&1; then
+		want+=(kubernetes-client)
+	fi
 	if ! command -v node >/dev/null 2>&1; then
 		want+=(nodejs npm)
 	elif ! command -v npm >/dev/null 2>&1; then
