@@ -70,7 +70,7 @@ TEST_PKGS=(
 	python3-protobuf python3-h2 python3-websockets
 	prometheus redis-sentinel coturn python3-jwt python3-cryptography chromium
 	iproute2 util-linux
-	yamllint python3-yaml shellcheck
+	yamllint python3-yaml shellcheck nginx
 )
 
 want=("${BUILD_PKGS[@]}")
@@ -101,8 +101,10 @@ for p in "${want[@]}"; do
 	fi
 done
 
+# RUNLEVEL=1: packages with a daemon (nginx, coturn, redis) are installed
+# without starting it; tests and deploy/local start their own instances.
 apt_install() {
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
 		"$@"
 }
