@@ -29,6 +29,8 @@ export const FLAGS = [
   '--autoplay-policy=no-user-gesture-required', '--disable-renderer-backgrounding',
   '--disable-background-timer-throttling', '--disable-backgrounding-occluded-windows',
   '--disable-dev-shm-usage',
+  // The edge's certificate is self-signed, made by the test.
+  '--ignore-certificate-errors',
 ];
 
 /** Launch chromium. fakeUi: auto-accept getUserMedia (false: no fake UI

@@ -29,7 +29,8 @@ export class Suite {
   constructor(name, { stack = {} } = {}) {
     this.name = name;
     this.cfg = config();
-    this.stackOpts = stack;
+    // RTC_E2E_EDGE=1: the same suite through the nginx edge (HTTPS pages, WSS).
+    this.stackOpts = process.env.RTC_E2E_EDGE === '1' ? { ...stack, edge: true } : stack;
     this.artifacts = this.cfg.artifacts;
     this.logDir = path.join(this.artifacts, 'logs', name);
     this.browsers = [];
@@ -81,7 +82,7 @@ export class Suite {
     // Not in the contract: the demo's SDK logging to the console, which the
     // failure report prints (ignored if the demo does not know it).
     q.set('debug', '1');
-    return `${this.stack.origin}/demo/?${q}`;
+    return `${this.stack.pageOrigin()}/demo/?${q}`;
   }
 
   async closeTabs() {
@@ -98,10 +99,17 @@ export class Suite {
     this.browsers = [];
     if (this.stack) {
       const procs = this.stack.procs;
+      const access = path.join(this.logDir, 'nginx-access.log');
+      const upgrades = this.stack.withEdge && fs.existsSync(access)
+        ? fs.readFileSync(access, 'utf8').split('\n').filter((l) => l.includes('"GET /ws') && l.includes('" 101 ')).length : 0;
       await this.stack.stop();
       const left = leftovers(procs);
       if (left.length) throw new Error(`processes left running after stop: ${left.join(', ')}`);
       log(`suite ${this.name}: stack stopped, no process left`);
+      if (this.stack.withEdge) {
+        if (!upgrades) throw new Error(`no WebSocket went through the edge (no "GET /ws … 101" in ${access})`);
+        log(`suite ${this.name}: ${upgrades} WebSockets went through the edge`);
+      }
     }
     if (this.shots.length) {
       log(`screenshots of ${this.name}:`);

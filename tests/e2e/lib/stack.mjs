@@ -6,6 +6,7 @@
 // a killed test run. Readiness is polled (admin /readyz, PING, STUN
 // Binding), never slept for.
 import fs from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
@@ -205,8 +206,12 @@ export class Stack {
    * @param {boolean} [o.turn=true] start coturn and hand its URLs out
    * @param {string[]} [o.authArgs] more rtc-auth flags
    * @param {string[]} [o.podArgs] more rtc-signaling flags
+   * @param {boolean} [o.edge=false] put the nginx edge (deploy/edge/nginx.conf)
+   *   in front: pages load from it over HTTPS and reach the bridges via WSS
    */
-  constructor({ bin, root, logDir, pods = 2, bridges = 2, turn = true, authArgs = [], podArgs = [] }) {
+  constructor({ bin, root, logDir, pods = 2, bridges = 2, turn = true, authArgs = [], podArgs = [],
+    edge = false }) {
+    this.withEdge = edge;
     this.authArgs = authArgs;
     this.podArgs = podArgs;
     this.bin = bin;
@@ -283,6 +288,15 @@ export class Stack {
     }
     await Promise.all(this.pods.map((_, i) => this.startPod(i)));
 
+    // The edge's port is known before the bridges start: their Origin
+    // allowlist names it.
+    const origins = [this.origin];
+    if (this.withEdge) {
+      this.edgePort = await freePort();
+      this.edgeOrigin = `https://127.0.0.1:${this.edgePort}`;
+      origins.push(this.edgeOrigin);
+    }
+
     // bridges
     this.bridges = [];
     for (let i = 0; i < this.nBridges; i++) {
@@ -291,10 +305,11 @@ export class Stack {
       b.proc = this.spawn(b.name, bridge, ['--listen', `127.0.0.1:${b.port}`, '--admin', `127.0.0.1:${b.admin}`,
         '--upstream', `rtc.auth.v1.Auth=127.0.0.1:${this.authPort}`,
         '--upstream', `rtc.signaling.v1.Signaling=${this.pods.map((p) => `127.0.0.1:${p.port}`).join(',')}`,
-        '--origins', this.origin]);
+        '--origins', origins.join(',')]);
       this.bridges.push(b);
     }
     await Promise.all(this.bridges.map((b) => waitReady(b.proc, b.admin, b.name)));
+    if (this.withEdge) await this.startEdge();
     log(`stack up in ${Date.now() - t0} ms: web ${this.origin}, redis :${this.redisPort}, ` +
       `coturn :${this.turnPort}${this.withTurn ? '' : ' (not started)'}, auth :${this.authPort}, ` +
       `pods ${this.pods.map((p) => `:${p.port}`).join(' ')}, bridges ${this.bridges.map((b) => b.url).join(' ')}; logs in ${this.logDir}`);
@@ -365,7 +380,60 @@ export class Stack {
     return parseMetrics((await httpGet(this.bridges[i].admin, '/metrics')).body);
   }
 
-  bridgeUrls() { return this.bridges.map((b) => b.url); }
+  /**
+   * The nginx edge of deploy/edge/nginx.conf, rendered the way
+   * deploy/local/up.sh renders it, on free ports, with a fresh self-signed
+   * certificate: HTTPS + WSS on edgePort, the demo at /.
+   */
+  async startEdge() {
+    const nginx = needTool('nginx', 'nginx');
+    const d = path.join(this.tmp, 'nginx');
+    for (const t of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(d, 'tmp', t), { recursive: true });
+    const cert = path.join(d, 'edge.crt');
+    const key = path.join(d, 'edge.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    let user = '';
+    if (process.getuid() === 0) {
+      // As root the workers run as nobody: they need the temp dirs.
+      user = 'user nobody nogroup;';
+      execFileSync('chown', ['-R', 'nobody:nogroup', path.join(d, 'tmp')]);
+    }
+    const vars = {
+      USER_LINE: user, STATE: this.tmp, LOGS: this.logDir, MIME_TYPES: '/etc/nginx/mime.types',
+      LISTEN_IP: '127.0.0.1', EDGE_PORT: this.edgePort, HTTP_PORT: await freePort(), DEMO_PORT: await freePort(),
+      BRIDGE1_PORT: this.bridges[0].port, BRIDGE2_PORT: this.bridges[this.bridges.length > 1 ? 1 : 0].port,
+      WS_RATE: 50, WS_BURST: 100, WS_CONNS: 100, TLS_CERT: cert, TLS_KEY: key,
+      WEB_ROOT: path.join(this.root, 'clients/web'),
+    };
+    let conf = fs.readFileSync(path.join(this.root, 'deploy/edge/nginx.conf'), 'utf8');
+    conf = conf.replace(/@([A-Z0-9_]+)@/g, (m, k) => {
+      if (!(k in vars)) throw new Error(`deploy/edge/nginx.conf: no value for ${m}`);
+      return String(vars[k]);
+    });
+    fs.writeFileSync(path.join(d, 'nginx.conf'), conf);
+    this.edge = this.spawn('edge', nginx, ['-p', d, '-c', path.join(d, 'nginx.conf'), '-g', 'daemon off;']);
+    await waitFor(async () => {
+      this.edge.assertAlive();
+      return new Promise((resolve) => {
+        const req = https.get({ host: '127.0.0.1', port: this.edgePort, path: '/demo/', rejectUnauthorized: false, timeout: 2000 },
+          (res) => { res.resume(); resolve(res.statusCode === 200); });
+        req.on('error', () => resolve(false));
+        req.on('timeout', () => { req.destroy(); resolve(false); });
+      });
+    }, { timeout: START_TIMEOUT, what: `nginx edge answering https://127.0.0.1:${this.edgePort}/demo/`, interval: 100 });
+    log(`edge up: ${this.edgeOrigin} (WSS /ws to ${this.bridges.map((b) => `:${b.port}`).join(' ')})`);
+  }
+
+  /** Where pages come from: the edge when there is one. */
+  pageOrigin() { return this.withEdge ? this.edgeOrigin : this.origin; }
+
+  /** The bridge URL(s) pages use: each bridge, or the edge (which balances) for each. */
+  bridgeUrls() {
+    if (this.withEdge) return this.bridges.map(() => `wss://127.0.0.1:${this.edgePort}/ws`);
+    return this.bridges.map((b) => b.url);
+  }
 
   /** The last lines of every service log, for failure reports. */
   logTails(n = 40) {
