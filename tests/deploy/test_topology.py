@@ -523,9 +523,61 @@ class Topology(unittest.TestCase):
         self.assertIn("role:master", self.stack.redis(6380, "INFO", "replication"))
 
 
+class ForegroundRun(unittest.TestCase):
+    """`up.sh run` in the foreground, stopped the way a terminal's Ctrl-C does
+    it: SIGINT to its whole process group. (Runs before Topology: unittest
+    takes classes by name; each stops its stack before the next starts.)"""
+
+    def test_ctrl_c_stops_everything(self):
+        tmp = tempfile.mkdtemp(prefix="rtc-topology-run-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        stack = Stack(os.path.join(tmp, "state"))
+        self.addCleanup(lambda: stack.run("stop", timeout=300))
+        log = open(os.path.join(tmp, "run.log"), "w+")
+        self.addCleanup(log.close)
+        p = subprocess.Popen([stack.up, "run"], env=stack.env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+
+        t0 = time.monotonic()
+        while stack.run("status", timeout=120)[0] != 0:
+            if p.poll() is not None:
+                log.seek(0)
+                self.fail("up.sh run exited %s before it was healthy:\n%s" % (p.returncode, log.read()))
+            self.assertLess(time.monotonic() - t0, START_TIMEOUT, "up.sh run: not healthy in time")
+            time.sleep(1.0)  # polling interval of the status check
+        pids = {}
+        for f in os.listdir(stack.state):
+            if f.endswith(".pid"):
+                pids[f[:-4]] = stack.pid(f[:-4])
+        self.assertGreaterEqual(len(pids), 12, "pid files: %s" % sorted(pids))
+        os.killpg(p.pid, signal.SIGINT)     # what Ctrl-C in a terminal sends
+        rc = p.wait(timeout=300)
+        log.seek(0)
+        out = log.read()
+        self.assertEqual(rc, 0, "up.sh run after Ctrl-C:\n" + out)
+
+        def gone(pid):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            with open("/proc/%d/stat" % pid) as f:      # a zombie not reaped yet
+                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        wait_for(lambda: all(gone(pid) for pid in pids.values()), 60,
+                 what="every component to exit after Ctrl-C")
+        for port in (8443, 6379, 50051, 8080):
+            with socket.socket() as sock:
+                self.assertNotEqual(sock.connect_ex(("127.0.0.1", port)), 0,
+                                    "port %d still open after Ctrl-C" % port)
+
+
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+RESERVED_PORTS = "3000,3478,6379-6380,8000,8080-8081,8090,8443,9051-9052,9080-9081,9090," \
+    "26379-26381,49160-49200,50051-50052"
 
 
 def enter_netns():
@@ -537,6 +589,15 @@ def enter_netns():
                     ["ip", "link", "set", "rtc-ext0", "up"],
                     ["ip", "link", "set", "rtc-ext1", "up"]):
             subprocess.run(cmd, check=True)
+        # The topology's fixed ports lie in the ephemeral range: keep
+        # outgoing connections (pods to Redis, …) from taking one as their
+        # source port before its server binds it (this namespace only).
+        try:
+            with open("/proc/sys/net/ipv4/ip_local_reserved_ports", "w") as f:
+                f.write(RESERVED_PORTS)
+        except OSError as e:
+            print("deploy.topology: cannot reserve the fixed ports (%s); a start may "
+                  "collide with an ephemeral port" % e, file=sys.stderr)
         return
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         sys.exit("deploy.topology needs unshare (util-linux) and ip (iproute2)")
