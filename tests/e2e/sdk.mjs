@@ -4,8 +4,8 @@
 //    and server-relayed data go on;
 //  - tokens live 20 s here: the client refreshes them before they expire
 //    and keeps working after the first one is dead (which the pods refuse);
-//  - glare: both sides renegotiate at once (Bob's event handling held until
-//    both offers are out): the impolite side ignores the other offer, the
+//  - glare: both sides renegotiate at once (both pages' event handling held
+//    until both offers are out): the impolite side ignores the other offer, the
 //    polite one rolls its own back, and both settle;
 //  - a peer that sends its candidates before its offer: they are held until
 //    the offer is set, then used (the selected pair's remote is Raw's host
@@ -137,16 +137,25 @@ describe('e2e.sdk: reconnect to another bridge with resume, token refresh, glare
     for (const enabled of [false, true]) {
       const g0 = { ann: glares(ann), bob: glares(bob) };
       const n0 = { ann: (await pcState(ann, ids.bob)).n, bob: (await pcState(bob, ids.ann)).n };
-      // Bob handles no event until both have sent their offer: a certain collision.
-      await bob.page.evaluate(() => {
+      // Neither side handles an event until both have sent their offer:
+      // each then gets the other's offer in have-local-offer, a certain
+      // collision on both sides.
+      const hold = (t) => t.page.evaluate(() => {
         const c = window.rtcDemo.client;
         c.events = c.events.then(() => new Promise((resolve) => { window.__e2eRelease = resolve; }));
       });
-      await Promise.all([ann, bob].map((t) => t.page.evaluate((on) => window.rtcDemo.client.setVideoEnabled(on), enabled)));
-      await waitFor(async () => (await pcState(ann, ids.bob)).sig === 'have-local-offer' && (await pcState(bob, ids.ann)).sig === 'have-local-offer',
-        { timeout: 30_000, what: 'both sides have sent an offer',
-          describe: async () => JSON.stringify({ ann: await pcState(ann, ids.bob), bob: await pcState(bob, ids.ann) }) });
-      await bob.page.evaluate(() => window.__e2eRelease());
+      const release = (t) => t.page.evaluate(() => window.__e2eRelease && window.__e2eRelease());
+      await hold(ann);
+      await hold(bob);
+      try {
+        await Promise.all([ann, bob].map((t) => t.page.evaluate((on) => window.rtcDemo.client.setVideoEnabled(on), enabled)));
+        await waitFor(async () => (await pcState(ann, ids.bob)).sig === 'have-local-offer' && (await pcState(bob, ids.ann)).sig === 'have-local-offer',
+          { timeout: 30_000, what: 'both sides have sent an offer',
+            describe: async () => JSON.stringify({ ann: await pcState(ann, ids.bob), bob: await pcState(bob, ids.ann) }) });
+      } finally {
+        await release(ann);
+        await release(bob);
+      }
       const want = enabled ? 'sendrecv' : 'inactive';
       await waitFor(async () => {
         const a = await pcState(ann, ids.bob);
