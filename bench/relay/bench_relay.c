@@ -2112,22 +2112,12 @@ int main(int argc, char **argv)
          3600000},
     };
     const size_t nopts = sizeof(opts) / sizeof(opts[0]);
-    char err[256];
-    int rc = rtc_config_parse(opts, nopts, argc, argv, NULL, err, sizeof(err));
-    if (rc == RTC_EHELP) {
-        rtc_config_usage(stdout, "bench_relay",
-                         "Load generator for the browser path: WebSocket clients in pairs "
-                         "ping-pong offer/answer SDPs through two rtc-bridges or a PeerJS "
-                         "server (see bench/relay/README.md).",
-                         opts, nopts);
-        rtc_config_free(opts, nopts);
-        return 0;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "bench_relay: %s\n", err);
-        rtc_config_free(opts, nopts);
-        return 2;
-    }
+    int rc = rtc_config_main(opts, nopts, argc, argv, "bench_relay",
+                             "Load generator for the browser path: WebSocket clients in pairs "
+                             "ping-pong offer/answer SDPs through two rtc-bridges or a PeerJS "
+                             "server (see bench/relay/README.md).");
+    if (rc >= 0)
+        return rc;
     if (strcmp(g->target_s, "rtc") == 0)
         g->tgt = TGT_RTC;
     else if (strcmp(g->target_s, "peerjs") == 0)

@@ -1058,21 +1058,11 @@ int main(int argc, char **argv)
          "deadline of each call and of each setup / drain phase", &g->timeout_ms, 100, 3600000},
     };
     const size_t nopts = sizeof(opts) / sizeof(opts[0]);
-    char err[256];
-    int rc = rtc_config_parse(opts, nopts, argc, argv, NULL, err, sizeof(err));
-    if (rc == RTC_EHELP) {
-        rtc_config_usage(stdout, "bench_signaling",
-                         "Load generator for rtc-signaling: P pairs ping-pong offer/answer "
-                         "signals across two pods (see bench/signaling/README.md).",
-                         opts, nopts);
-        rtc_config_free(opts, nopts);
-        return 0;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "bench_signaling: %s\n", err);
-        rtc_config_free(opts, nopts);
-        return 2;
-    }
+    int rc = rtc_config_main(opts, nopts, argc, argv, "bench_signaling",
+                             "Load generator for rtc-signaling: P pairs ping-pong offer/answer "
+                             "signals across two pods (see bench/signaling/README.md).");
+    if (rc >= 0)
+        return rc;
     if (!g->api_key || !strchr(g->api_key, ':')) {
         fprintf(stderr, "bench_signaling: --api-key KEY_ID:SECRET is required\n");
         goto out;

@@ -306,21 +306,12 @@ int rtc_bridge_main(int argc, char **argv)
 {
     bridge *b = &B;
     int status = 1;
-    char err[512];
-    int rc = rtc_config_parse(options, NOPTIONS, argc, argv, NULL, err, sizeof(err));
-    if (rc == RTC_EHELP) {
-        rtc_config_usage(stdout, "rtc-bridge",
-                         "rtc bridge: browser WebSocket JSON-RPC 2.0 (subprotocol rtc.v1.jsonrpc) "
-                         "to gRPC upstreams, transcoded from the proto descriptors.",
-                         options, NOPTIONS);
-        rtc_config_free(options, NOPTIONS);
-        return 0;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "rtc-bridge: %s (see --help)\n", err);
-        rtc_config_free(options, NOPTIONS);
-        return 2;
-    }
+    int rc = rtc_config_main(options, NOPTIONS, argc, argv, "rtc-bridge",
+                             "rtc bridge: browser WebSocket JSON-RPC 2.0 (subprotocol "
+                             "rtc.v1.jsonrpc) to gRPC upstreams, transcoded from the proto "
+                             "descriptors.");
+    if (rc >= 0)
+        return rc;
     if (b->cfg.idle_timeout <= b->cfg.ping_interval) {
         fprintf(stderr, "rtc-bridge: --idle-timeout must be longer than --ping-interval (see "
                         "--help)\n");

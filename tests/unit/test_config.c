@@ -155,6 +155,18 @@ static void test_list_flag_accumulates(void **state)
     assert_string_equal(g.secret, "d1;d2");
 }
 
+/* rtc_config_main: -1 to go on, 0 after --help, 2 for bad config. */
+static void test_config_main(void **state)
+{
+    char *help[] = {"prog", "--help", NULL};
+    assert_int_equal(rtc_config_main(opts, NOPTS, 2, help, "prog", "a test"), 0);
+    char *bad[] = {"prog", "--no-such-flag", NULL};
+    assert_int_equal(rtc_config_main(opts, NOPTS, 2, bad, "prog", "a test"), 2);
+    char *ok[] = {"prog", "--workers", "7", NULL};
+    assert_int_equal(rtc_config_main(opts, NOPTS, 3, ok, "prog", "a test"), -1);
+    assert_int_equal(g.workers, 7);
+}
+
 static void test_negative_value_is_a_value(void **state)
 {
     opts[2].min = -10;
@@ -583,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_bool),
+        cmocka_unit_test(test_config_main),
         T(test_usage),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -546,6 +546,21 @@ out:
     return rc;
 }
 
+int rtc_config_main(const rtc_option *opts, size_t nopts, int argc, char **argv, const char *prog,
+                    const char *summary)
+{
+    char err[512];
+    int rc = rtc_config_parse(opts, nopts, argc, argv, NULL, err, sizeof(err));
+    if (rc == 0)
+        return -1;
+    if (rc == RTC_EHELP)
+        rtc_config_usage(stdout, prog, summary, opts, nopts);
+    else
+        fprintf(stderr, "%s: %s (see --help)\n", prog, err);
+    rtc_config_free(opts, nopts);
+    return rc == RTC_EHELP ? 0 : 2;
+}
+
 void rtc_config_usage(FILE *out, const char *prog, const char *summary, const rtc_option *opts,
                       size_t nopts)
 {

@@ -131,18 +131,9 @@ int rtc_service_main(const rtc_service_def *def, int argc, char **argv)
     for (size_t i = 0; i < def->noptions && nopts < MAX_OPTIONS; i++)
         opts[nopts++] = def->options[i];
 
-    char err[512];
-    int rc = rtc_config_parse(opts, nopts, argc, argv, NULL, err, sizeof(err));
-    if (rc == RTC_EHELP) {
-        rtc_config_usage(stdout, def->name, def->summary, opts, nopts);
-        rtc_config_free(opts, nopts);
-        return 0;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "%s: %s (see --help)\n", def->name, err);
-        rtc_config_free(opts, nopts);
-        return 2;
-    }
+    int rc = rtc_config_main(opts, nopts, argc, argv, def->name, def->summary);
+    if (rc >= 0)
+        return rc;
     rtc_log_init(def->name, s->log_level);
     rtc_hostport_format(&s->cfg.listen, listen_s, sizeof(listen_s));
     rtc_hostport_format(&s->cfg.admin, admin_s, sizeof(admin_s));

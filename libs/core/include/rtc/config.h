@@ -5,8 +5,8 @@
  * (upper-cased, '-' → '_'). Flags win over the environment, the environment
  * over the default. Parsing validates types and ranges and reports the first
  * problem as one line in `err` ("--listen: expected HOST:PORT, got 'x'").
- * A flag given twice: the last wins (RTC_OPT_LIST flags accumulate). An empty environment variable counts as
- * unset. A value may start with '-' but not "--" (use --name=--x for that). */
+ * A flag given twice: the last wins (RTC_OPT_LIST flags accumulate). An empty environment variable
+ * counts as unset. A value may start with '-' but not "--" (use --name=--x for that). */
 #ifndef RTC_CONFIG_H
 #define RTC_CONFIG_H
 
@@ -57,6 +57,14 @@ void rtc_config_usage(FILE *out, const char *prog, const char *summary, const rt
 
 /* Free strings allocated into RTC_OPT_STRING destinations. */
 void rtc_config_free(const rtc_option *opts, size_t nopts);
+
+/* What every main() does with its flags: parse argv and the environment;
+ * on --help print usage (with summary) to stdout; on bad config print
+ * "<prog>: <error> (see --help)" to stderr. Returns -1 when the options
+ * are set and the program goes on; otherwise the exit status (0 after
+ * --help, 2 for bad config), the options already freed. */
+int rtc_config_main(const rtc_option *opts, size_t nopts, int argc, char **argv, const char *prog,
+                    const char *summary);
 
 /* Individual parsers, exposed for tests and other callers. 0 or RTC_EINVAL. */
 int rtc_parse_hostport(const char *s, rtc_hostport *out);
