@@ -59,7 +59,7 @@ run() {
 BUILD_PKGS=(
 	build-essential cmake pkg-config
 	libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
-	protobuf-compiler libprotobuf-dev libjansson-dev libcmocka-dev
+	protobuf-compiler libprotobuf-dev libjansson-dev libyajl-dev libcmocka-dev
 	libssl-dev libhiredis-dev libjwt-dev uthash-dev libwebsockets-dev libwebsockets-evlib-uv libjemalloc-dev
 	curl ca-certificates openssl python3 python3-grpcio redis-server
 )

@@ -465,29 +465,6 @@ size_t rtc_bridge_conn_calls_in_flight(const rtc_bridge_conn *c)
     return c->ncalls;
 }
 
-unsigned rtc_bridge_json_depth(const char *text, size_t len, unsigned limit)
-{
-    unsigned depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i];
-        if (in_str) {
-            if (ch == '\\')
-                i++;
-            else if (ch == '"')
-                in_str = false;
-        } else if (ch == '"') {
-            in_str = true;
-        } else if (ch == '{' || ch == '[') {
-            if (++depth > max && (max = depth) > limit)
-                return limit + 1;
-        } else if ((ch == '}' || ch == ']') && depth > 0) {
-            depth--;
-        }
-    }
-    return max;
-}
-
 static bool rate_ok(rtc_bridge_conn *c, uint64_t now)
 {
     const rtc_bridge_limits *l = &c->env->limits;
@@ -621,19 +598,16 @@ int rtc_bridge_conn_recv(rtc_bridge_conn *c, const char *text, size_t len, uint6
     if (limited)
         snprintf(msg, sizeof(msg), "rate limit: at most %g requests per second (burst %g)",
                  c->env->limits.rate, c->env->limits.burst);
-    if (rtc_bridge_json_depth(text, len, max_depth) > max_depth) {
+    json_t *req;
+    char why[200];
+    int lrc = rtc_pbjson_load(text, len, max_depth, &req, why, sizeof(why));
+    if (lrc) {
         if (limited)
             return rate_limited(c, json_null(), msg);
-        snprintf(msg, sizeof(msg), "parse error: JSON nested deeper than %u levels", max_depth);
-        return bad_request(c, json_null(), RTC_JSONRPC_PARSE_ERROR, msg);
-    }
-    json_error_t jerr;
-    json_t *req = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!req) {
-        if (limited)
-            return rate_limited(c, json_null(), msg);
-        snprintf(msg, sizeof(msg), "parse error: %s (line %d, column %d)", jerr.text, jerr.line,
-                 jerr.column);
+        if (lrc == RTC_ETOOBIG)
+            snprintf(msg, sizeof(msg), "parse error: JSON nested deeper than %u levels", max_depth);
+        else
+            snprintf(msg, sizeof(msg), "parse error: %s", why);
         return bad_request(c, json_null(), RTC_JSONRPC_PARSE_ERROR, msg);
     }
     int rc;

@@ -156,8 +156,4 @@ int rtc_bridge_upcall_on_message(rtc_bridge_upcall *up, const uint8_t *data, siz
 void rtc_bridge_upcall_on_close(rtc_bridge_upcall *up, int status, const char *message);
 void rtc_bridge_upcall_on_timer(rtc_bridge_upcall *up);
 
-/* Depth of JSON text's nesting (objects and arrays, outside strings),
- * scanning no further than past limit: returns min(depth, limit + 1). */
-unsigned rtc_bridge_json_depth(const char *text, size_t len, unsigned limit);
-
 #endif

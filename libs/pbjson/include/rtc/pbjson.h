@@ -77,6 +77,17 @@ const rtc_pbjson_method *rtc_pbjson_method_at(const rtc_pbjson *pj, size_t i);
 const char *rtc_pbjson_json_name(const rtc_pbjson *pj, const ProtobufCMessageDescriptor *desc,
                                  const ProtobufCFieldDescriptor *field);
 
+/* JSON text → a JSON value (caller owns the reference): the value
+ * json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, …) gives,
+ * and the same inputs refused, but lexed by yajl (~4× faster on an SDP-sized
+ * message), with containers nested at most max_depth deep (0: 2048, as
+ * jansson). 0; RTC_EINVAL: not JSON, a duplicate key, \u0000, an integer
+ * beyond json_int_t or a real beyond a double (err: what, and at which
+ * byte); RTC_ETOOBIG: nested deeper than max_depth (err says so);
+ * RTC_ENOMEM. */
+int rtc_pbjson_load(const char *text, size_t len, unsigned max_depth, json_t **out, char *err,
+                    size_t errlen);
+
 /* JSON → a new protobuf-c message of type desc. `in` must be a JSON
  * object. *out is allocated the way protobuf_c_message_unpack allocates
  * (system allocator): free it with protobuf_c_message_free_unpacked(*out,
