@@ -674,9 +674,16 @@ cmd_run() {
 }
 
 mkdir -p "$LOGS"
-# One up.sh per state dir at a time (start and stop must not interleave).
-exec 9>"$STATE/up.lock"
-flock -n 9 || die "another up.sh is running on $STATE"
+# One start / stop / restart / run per state dir at a time (they must not
+# interleave). status only reads: it takes no lock, so checking on a start
+# from another terminal (or a script polling status) never makes it fail.
+case "${1:-start}" in
+status | -h | --help) ;;
+*)
+	exec 9>"$STATE/up.lock"
+	flock -n 9 || die "another up.sh start/stop/run is running on $STATE"
+	;;
+esac
 
 case "${1:-start}" in
 start) cmd_start ;;

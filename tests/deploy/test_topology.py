@@ -523,6 +523,30 @@ class Topology(unittest.TestCase):
         self.assertIn("role:master", self.stack.redis(6380, "INFO", "replication"))
 
 
+class Lock(unittest.TestCase):
+    """One start/stop/run per state dir at a time, but status never takes
+    the lock: a status poll racing `up.sh run`'s start once made the start
+    fail ("another up.sh is running"). The lock is held here the way a
+    running start holds it; nothing is started."""
+
+    def test_status_does_not_lock_start_does(self):
+        import fcntl
+        tmp = tempfile.mkdtemp(prefix="rtc-topology-lock-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        stack = Stack(os.path.join(tmp, "state"))
+        os.makedirs(stack.state)
+        with open(os.path.join(stack.state, "up.lock"), "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            rc, out = stack.run("status", timeout=60)
+            self.assertEqual(rc, 3, out)  # every component stopped
+            self.assertNotIn("another up.sh", out)
+            self.assertIn("stopped", out)
+            for cmd in ("start", "stop", "restart", "run"):
+                rc, out = stack.run(cmd, timeout=60)
+                self.assertNotEqual(rc, 0, "%s while the lock is held:\n%s" % (cmd, out))
+                self.assertIn("another up.sh start/stop/run is running", out, cmd)
+
+
 class ForegroundRun(unittest.TestCase):
     """`up.sh run` in the foreground, stopped the way a terminal's Ctrl-C does
     it: SIGINT to its whole process group. (Runs before Topology: unittest
