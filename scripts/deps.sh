@@ -67,6 +67,7 @@ BUILD_PKGS=(
 TEST_PKGS=(
 	clang clang-14 libclang-rt-14-dev
 	nghttp2-client nghttp2-server
+	libwslay-dev
 	python3-protobuf python3-h2 python3-websockets
 	prometheus redis-sentinel coturn python3-jwt python3-cryptography chromium
 	iproute2 util-linux

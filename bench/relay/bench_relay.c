@@ -32,9 +32,10 @@
  * session. A process holds at most RLIMIT_NOFILE sockets, so idle mode
  * forks --procs workers, each with a share of the pairs.
  *
- * One libuv loop per process; libwebsockets (client) runs on it as a
- * foreign loop. Output: a readable report and one "RESULT key=value …"
- * line for scripts (bench/relay/run). */
+ * One libuv loop per process; the WebSocket clients are ws_client.c's
+ * (libuv TCP and wslay: libwebsockets 4.1's client, used before, spent
+ * ~40 % of the generator's CPU framing a byte at a time). Output: a readable report and one "RESULT
+ * key=value …" line for scripts (bench/relay/run). */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -54,13 +55,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <libwebsockets.h>
 #include <uv.h>
 
 #include "bench_common.h"
 #include "rtc/buf.h"
 #include "rtc/config.h"
 #include "rtc/error.h"
+#include "ws_client.h"
 
 #define SUBPROTOCOL "rtc.v1.jsonrpc"
 #define M_DEVLOGIN  "rtc.auth.v1.Auth/DevLogin"
@@ -70,7 +71,6 @@
 #define M_LEAVE     "rtc.signaling.v1.Signaling/Leave"
 #define MAX_PIDS    12
 #define MAX_SOURCES 64
-#define RX_BUFFER   8192
 /* JSON-RPC ids: the setup and teardown steps have fixed ids, Signal calls
  * count up from RPC_SIGNAL0. */
 #define RPC_LOGIN   1
@@ -535,25 +535,17 @@ static const char *const cstate_names[] = {
     "new",   "connecting", "DevLogin",  "authenticate", "Join", "Subscribe", "OPEN wait",
     "ready", "rpc.cancel", "cancelled", "Leave",        "left", "closing",   "closed"};
 
-typedef struct out_msg {
-    struct out_msg *next;
-    size_t len;
-    unsigned char data[]; /* LWS_PRE bytes of headroom, then the text */
-} out_msg;
-
 typedef struct pair pair;
 
 typedef struct client {
     pair *pair;
     bool is_b;
-    struct lws *wsi;
+    wsc *ws;
     cstate st;
     bool established;
     uint64_t t0_ns; /* connect started */
-    rtc_buf rx;     /* message being reassembled */
-    out_msg *qh, *qt;
     char name[96];  /* rtc display name / PeerJS id */
-    char path[256]; /* request path (kept for lws) */
+    char path[256]; /* request path */
     char *session_id, *participant_id, *sub, *joined_pid;
     int64_t next_rpc;  /* id of the next Signal call */
     uint64_t next_seq; /* lowest sequence number not yet received */
@@ -626,7 +618,6 @@ typedef struct gen {
     pair *p;
 
     uv_loop_t *loop;
-    struct lws_context *ctx;
     uv_timer_t ph_timer, dl_timer, stop_timer, hb_timer;
     uv_poll_t release_poll;
     int report_fd, release_fd;
@@ -649,7 +640,6 @@ typedef struct gen {
 
     rtc_buf sdp, expect, out;
     jdoc doc;
-    unsigned char wbuf[LWS_PRE + 16384];
 } gen;
 
 static gen G;
@@ -682,7 +672,7 @@ static char *xstrdup(const char *s)
 }
 
 /* First failure wins: print it, then tear down from the loop (never
- * inside an lws callback). */
+ * inside a WebSocket callback). */
 __attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
 {
     if (G.failed || G.stopping)
@@ -816,34 +806,10 @@ static double metrics_sum(const char *name)
 
 static int client_send(client *c, const void *text, size_t len)
 {
-    if (!c->wsi || c->st == CS_CLOSING || c->st == CS_CLOSED)
+    if (!c->ws || !c->established || c->st == CS_CLOSING || c->st == CS_CLOSED)
         return RTC_ECLOSED;
-    if (!c->qh && c->established) {
-        /* Nothing queued: write now rather than wait for a writable
-         * callback (two epoll_ctl and a loop turn per message). lws keeps
-         * what the socket does not take and sends it before anything else. */
-        unsigned char *buf = G.wbuf;
-        if (LWS_PRE + len > sizeof(G.wbuf) && !(buf = malloc(LWS_PRE + len)))
-            return RTC_ENOMEM;
-        memcpy(buf + LWS_PRE, text, len);
-        int w = lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
-        if (buf != G.wbuf)
-            free(buf);
-        return w < (int)len ? RTC_EIO : 0;
-    }
-    out_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-    if (!m)
-        return RTC_ENOMEM;
-    m->next = NULL;
-    m->len = len;
-    memcpy(m->data + LWS_PRE, text, len);
-    if (c->qt)
-        c->qt->next = m;
-    else
-        c->qh = m;
-    c->qt = m;
-    lws_callback_on_writable(c->wsi);
-    return 0;
+    /* Written now; what the socket does not take is queued in order. */
+    return wsc_send_text(c->ws, text, len) < 0 ? RTC_EIO : 0;
 }
 
 static void send_buf(client *c, rtc_buf *b)
@@ -950,34 +916,27 @@ static client *client_at(size_t i)
     return i % 2 ? &p->b : &p->a;
 }
 
+static const wsc_callbacks ws_callbacks;
+
 static void client_connect(client *c)
 {
     size_t i = (size_t)(c->pair - G.p) * 2 + (c->is_b ? 1 : 0);
     const rtc_hostport *hp = G.tgt == TGT_PEERJS ? &G.peerjs : c->is_b ? &G.bridge2 : &G.bridge1;
-    struct lws_client_connect_info ci;
-    memset(&ci, 0, sizeof(ci));
-    ci.context = G.ctx;
-    ci.address = hp->host;
-    ci.port = hp->port;
-    ci.host = hp->host;
-    if (G.tgt == TGT_RTC) {
+    if (G.tgt == TGT_RTC)
         snprintf(c->path, sizeof(c->path), "/ws");
-        ci.protocol = SUBPROTOCOL;
-    } else {
+    else
         snprintf(c->path, sizeof(c->path), "/peerjs?key=%s&id=%s&token=t%u%c", G.peerjs_key,
                  c->name, c->pair->idx, c->is_b ? 'b' : 'a');
-    }
-    ci.path = c->path;
-    ci.local_protocol_name = "bench";
-    ci.userdata = c;
-    ci.pwsi = &c->wsi;
-    if (G.sources > 0)
-        ci.iface = G.src[(size_t)(G.plo * 2 + (int64_t)i) % (size_t)G.sources];
+    const char *src =
+        G.sources > 0 ? G.src[(size_t)(G.plo * 2 + (int64_t)i) % (size_t)G.sources] : NULL;
     c->st = CS_CONNECTING;
     c->t0_ns = now_ns();
     G.connecting++;
-    if (!lws_client_connect_via_info(&ci))
-        fail("%s: cannot start the connection to %s:%u", who(c), hp->host, hp->port);
+    int rc = wsc_connect(G.loop, hp->host, hp->port, src, c->path,
+                         G.tgt == TGT_RTC ? SUBPROTOCOL : NULL, &ws_callbacks, c, &c->ws);
+    if (rc < 0)
+        fail("%s: cannot start the connection to %s:%u: %s", who(c), hp->host, hp->port,
+             uv_strerror(rc));
 }
 
 static void connect_more(void)
@@ -1329,7 +1288,7 @@ static void peerjs_message(client *c, const char *text, size_t len)
     }
 }
 
-/* ---- lws callbacks ----------------------------------------------------------------- */
+/* ---- WebSocket callbacks ------------------------------------------------------------ */
 
 static void on_established(client *c)
 {
@@ -1345,66 +1304,13 @@ static void on_established(client *c)
              (const char *[]){"displayName", c->name, "roomId", room, NULL});
 }
 
-static int on_receive(client *c, struct lws *wsi, const void *in, size_t len)
-{
-    if (G.stopping)
-        return 0;
-    if (lws_frame_is_binary(wsi)) {
-        fail("%s: a binary frame", who(c));
-        return 0;
-    }
-    if (rtc_buf_append(&c->rx, in, len) < 0) {
-        fail("out of memory");
-        return 0;
-    }
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
-        return 0;
-    if (G.tgt == TGT_RTC)
-        rtc_message(c, (const char *)c->rx.data, c->rx.len);
-    else
-        peerjs_message(c, (const char *)c->rx.data, c->rx.len);
-    rtc_buf_reset(&c->rx);
-    return 0;
-}
-
-static int on_writeable(client *c, struct lws *wsi)
-{
-    out_msg *m = c->qh;
-    if (m) {
-        c->qh = m->next;
-        if (!c->qh)
-            c->qt = NULL;
-        int w = lws_write(wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
-        size_t len = m->len;
-        free(m);
-        if (w < (int)len) {
-            fail("%s: write failed", who(c));
-            return -1;
-        }
-        if (c->qh) {
-            lws_callback_on_writable(wsi);
-            return 0;
-        }
-    }
-    if (c->st == CS_CLOSING) {
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, (unsigned char *)"bye", 3);
-        return -1;
-    }
-    return 0;
-}
-
 static void on_closed(client *c, const char *why)
 {
     bool expected = c->st == CS_CLOSING;
-    c->wsi = NULL;
+    c->ws = NULL;
     if (c->st == CS_CONNECTING)
         G.connecting--;
     c->st = CS_CLOSED;
-    for (out_msg *m = c->qh, *n; m; m = n) {
-        n = m->next;
-        free(m);
-    }
-    c->qh = c->qt = NULL;
     if (G.stopping)
         return;
     if (!expected) {
@@ -1415,44 +1321,33 @@ static void on_closed(client *c, const char *why)
     phase_next();
 }
 
-static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                  size_t len)
+static void ws_open(void *ud)
 {
-    client *c = user;
-    switch (reason) {
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (c) {
-            char why[300];
-            snprintf(why, sizeof(why), "connection failed: %s",
-                     in ? (const char *)in : "(no reason)");
-            on_closed(c, why);
-        }
-        return 0;
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (c && !G.stopping)
-            on_established(c);
-        return 0;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-        return c ? on_receive(c, wsi, in, len) : 0;
-    case LWS_CALLBACK_CLIENT_WRITEABLE:
-        return c ? on_writeable(c, wsi) : 0;
-    case LWS_CALLBACK_CLIENT_CLOSED:
-        if (c && c->st != CS_CLOSED)
-            on_closed(c, "closed by the server");
-        return 0;
-    case LWS_CALLBACK_WSI_DESTROY:
-        if (c && c->st != CS_CLOSED && c->st != CS_NEW)
-            on_closed(c, "connection dropped");
-        return 0;
-    default:
-        return 0;
-    }
+    client *c = ud;
+    if (!G.stopping)
+        on_established(c);
 }
 
-static const struct lws_protocols protocols[] = {
-    {"bench", lws_cb, 0, RX_BUFFER, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
+static void ws_text(void *ud, const char *text, size_t len)
+{
+    client *c = ud;
+    if (G.stopping)
+        return;
+    if (G.tgt == TGT_RTC)
+        rtc_message(c, text, len);
+    else
+        peerjs_message(c, text, len);
+}
+
+static void ws_closed(void *ud, const char *why)
+{
+    client *c = ud;
+    c->ws = NULL;
+    if (c->st != CS_CLOSED)
+        on_closed(c, why);
+}
+
+static const wsc_callbacks ws_callbacks = {ws_open, ws_text, ws_closed};
 
 /* ---- phases ----------------------------------------------------------------------- */
 
@@ -1525,8 +1420,8 @@ static void start_close_all(void)
             continue;
         }
         c->st = CS_CLOSING;
-        if (c->wsi)
-            lws_callback_on_writable(c->wsi);
+        if (c->ws)
+            wsc_close(c->ws, 1000, "bye");
     }
     phase_next();
 }
@@ -1661,9 +1556,12 @@ static void phase_next(void)
 static void teardown_cb(uv_timer_t *t)
 {
     G.stopping = true;
-    if (G.ctx) {
-        lws_context_destroy(G.ctx);
-        G.ctx = NULL;
+    for (size_t i = 0; G.p && i < G.nclients; i++) {
+        client *c = client_at(i);
+        if (c->ws) {
+            wsc_abort(c->ws);
+            c->ws = NULL;
+        }
     }
     uv_close((uv_handle_t *)&G.ph_timer, NULL);
     uv_close((uv_handle_t *)&G.dl_timer, NULL);
@@ -1726,23 +1624,6 @@ static int run_loop(int64_t plo, int64_t phi)
     uv_timer_init(G.loop, &G.hb_timer);
     if (G.release_fd >= 0)
         uv_poll_init(G.loop, &G.release_poll, G.release_fd);
-
-    lws_set_log_level(LLL_ERR, NULL);
-    void *loops[1] = {G.loop};
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_LIBUV;
-    info.foreign_loops = loops;
-    /* No fd_limit_per_thread: below RLIMIT_NOFILE it makes lws 4.1 find
-     * the wsi of each ready fd by a linear search of its table. */
-    info.timeout_secs = (unsigned)(G.timeout_ms / 1000 ? G.timeout_ms / 1000 : 1);
-    G.ctx = lws_create_context(&info);
-    if (!G.ctx) {
-        fprintf(stderr, "bench_relay: cannot create the libwebsockets context\n");
-        return 1;
-    }
 
     enter(PH_SETUP);
     if (G.tgt == TGT_PEERJS)
