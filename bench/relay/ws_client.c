@@ -28,8 +28,11 @@ struct wsc {
     char accept[32];      /* the Sec-WebSocket-Accept the server must send */
     char subprotocol[64]; /* "" when none was asked for */
     rtc_buf hs;           /* the handshake answer so far */
-    rtc_buf out;          /* pieces of a frame flagged WSLAY_MSG_MORE */
-    const uint8_t *in;    /* the read chunk wslay is consuming */
+    rtc_buf out;          /* what wslay produced in one wslay_event_send */
+    bool close_wanted;    /* wsc_close: after the queued messages */
+    uint16_t close_code;
+    char close_reason[64];
+    const uint8_t *in; /* the read chunk wslay is consuming */
     size_t inlen;
     uint64_t mask_state; /* xorshift for the frame masks */
 };
@@ -114,27 +117,17 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     return (ssize_t)n;
 }
 
-/* wslay hands a frame over in pieces (header, then the masked payload in
- * chunks), flagging all but the last with WSLAY_MSG_MORE: they are
- * gathered and written as one, so a message is one send() and one TCP
- * segment (with TCP_NODELAY each piece would be a packet of its own). */
+/* Everything wslay produces in one wslay_event_send (a frame's header and
+ * its masked payload come in pieces, the payload in 4 KiB chunks; several
+ * queued messages follow each other) is gathered and written by flush()
+ * as one piece: one send() and, with TCP_NODELAY, as few segments as the
+ * bytes need, instead of one per piece. */
 static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                        void *ud)
 {
+    (void)flags;
     wsc *w = ud;
-    int rc = 0;
-    if (w->state == WS_DEAD)
-        rc = -1;
-    else if ((flags & WSLAY_MSG_MORE) || w->out.len) {
-        rc = rtc_buf_append(&w->out, data, len);
-        if (rc == 0 && !(flags & WSLAY_MSG_MORE)) {
-            rc = put(w, w->out.data, w->out.len);
-            rtc_buf_reset(&w->out);
-        }
-    } else {
-        rc = put(w, data, len);
-    }
-    if (rc < 0) {
+    if (w->state == WS_DEAD || rtc_buf_append(&w->out, data, len) < 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
@@ -179,13 +172,31 @@ static const struct wslay_event_callbacks wslay_cbs = {
     .on_msg_recv_callback = on_msg,
 };
 
+/* Runs wslay's pending output and writes it; then, when wsc_close asked for
+ * it, the close frame — only now, after the messages queued before it
+ * (wslay sends control frames ahead of data and nothing after a close). */
 static void flush(wsc *w)
 {
     if (w->state == WS_DEAD || w->in_recv)
         return;
-    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0) {
-        finish(w, "write failed");
-        return;
+    for (int pass = 0; pass < 2; pass++) {
+        if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0) {
+            finish(w, "write failed");
+            return;
+        }
+        if (w->out.len) {
+            int rc = put(w, w->out.data, w->out.len);
+            rtc_buf_reset(&w->out);
+            if (rc < 0) {
+                finish(w, "write failed");
+                return;
+            }
+        }
+        if (pass > 0 || !w->close_wanted || wslay_event_get_close_sent(w->ctx))
+            break;
+        w->close_wanted = false;
+        wslay_event_queue_close(w->ctx, w->close_code, (const uint8_t *)w->close_reason,
+                                strlen(w->close_reason));
     }
     if (wslay_event_get_close_received(w->ctx) && !wslay_event_want_write(w->ctx)) {
         char why[96];
@@ -422,10 +433,10 @@ int wsc_send_text(wsc *w, const char *text, size_t len)
     if (!w || w->state != WS_OPEN || wslay_event_get_close_sent(w->ctx))
         return -1;
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
-    if (wslay_event_queue_msg(w->ctx, &m) != 0)
+    if (w->close_wanted || wslay_event_queue_msg(w->ctx, &m) != 0)
         return -1;
     flush(w);
-    return 0;
+    return w->state == WS_DEAD ? -1 : 0;
 }
 
 void wsc_close(wsc *w, uint16_t code, const char *reason)
@@ -436,7 +447,10 @@ void wsc_close(wsc *w, uint16_t code, const char *reason)
         finish(w, "closed before the handshake finished");
         return;
     }
-    if (!wslay_event_get_close_sent(w->ctx))
-        wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, reason ? strlen(reason) : 0);
+    if (!w->close_wanted && !wslay_event_get_close_sent(w->ctx)) {
+        w->close_wanted = true;
+        w->close_code = code;
+        snprintf(w->close_reason, sizeof(w->close_reason), "%s", reason ? reason : "");
+    }
     flush(w);
 }

@@ -39,11 +39,13 @@ int wsc_connect(uv_loop_t *loop, const char *host, uint16_t port, const char *sr
                 const char *subprotocol, const wsc_callbacks *cb, void *ud, wsc **out);
 
 /* Queues one text message and writes what the socket takes now (the rest
- * is queued by libuv, in order). 0, or -1 when not open or closing. */
+ * is queued by libuv, in order). 0, or -1 when not open, closing, or the
+ * write failed (on_closed has then run). */
 int wsc_send_text(wsc *w, const char *text, size_t len);
 
-/* Starts the closing handshake (code, reason): on_closed follows when the
- * server's close frame or the end of the stream arrives. */
+/* Starts the closing handshake (code, reason) once the messages queued
+ * before it are written: on_closed follows when the server's close frame or
+ * the end of the stream arrives. */
 void wsc_close(wsc *w, uint16_t code, const char *reason);
 
 /* Drops the connection now, without a callback. */

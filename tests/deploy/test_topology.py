@@ -535,6 +535,10 @@ class Lock(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, True)
         stack = Stack(os.path.join(tmp, "state"))
         os.makedirs(stack.state)
+        # No binaries: should the lock ever stop working, start / run fail
+        # fast here instead of bringing a whole stack up.
+        stack.env["RTC_BIN_DIR"] = os.path.join(tmp, "no-binaries")
+        os.makedirs(stack.env["RTC_BIN_DIR"])
         with open(os.path.join(stack.state, "up.lock"), "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
             rc, out = stack.run("status", timeout=60)

@@ -6,8 +6,9 @@
  * an accepted value must be json_equal to jansson's, and a refusal must say
  * why. Inputs nested near jansson's depth limit are skipped: jansson counts
  * a scalar inside 2048 containers as too deep, the loader counts
- * containers only. jansson takes some raw NUL bytes for the end of the
- * text ("8\0" passes); the loader refuses every raw NUL, so with one in the
+ * containers only. jansson takes a raw NUL right after a number or a
+ * keyword for the end of the text ("8\0", "[1\0]", "true\0" pass); the
+ * loader refuses every raw NUL, so with one in the
  * input only "the loader accepts ⇒ jansson accepts the same" is checked.
  * A second pass with a small max_depth checks the limit:
  * accepted means nested no deeper than it. */

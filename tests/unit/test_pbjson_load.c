@@ -130,6 +130,18 @@ static void test_syntax(void **state)
     char nul[] = "[\"a\0b\"]";
     char e[256];
     assert_false(both(nul, sizeof(nul) - 1, e, sizeof(e)));
+    /* A raw NUL right after a number or a keyword: jansson takes it for the
+     * end of the text and accepts; the loader refuses (pbjson.h). */
+    static const char *const after[] = {"8", "[1", "true", "{\"a\":null"};
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+        char t[32];
+        size_t k = strlen(after[i]);
+        memcpy(t, after[i], k);
+        t[k] = '\0';
+        json_t *j = NULL;
+        assert_int_equal(rtc_pbjson_load(t, k + 1, 0, &j, e, sizeof(e)), RTC_EINVAL);
+        assert_null(j);
+    }
 }
 
 static void test_unicode(void **state)
@@ -198,12 +210,24 @@ static void test_depth(void **state)
     memset(deep, '[', n);
     assert_int_equal(rtc_pbjson_load(deep, n, 32, &j, e, sizeof(e)), RTC_ETOOBIG);
     assert_non_null(strstr(e, "at byte 33"));
-    /* the default is jansson's 2048 */
+    /* The default is 2048 containers, jansson's limit; jansson counts the
+     * scalar inside them too, so "1" inside 2048 arrays passes here only
+     * (as pbjson.h says). */
     assert_int_equal(rtc_pbjson_load(deep, n, 0, &j, e, sizeof(e)), RTC_ETOOBIG);
     memset(deep, '[', 2048);
     memset(deep + 2048, ']', 2048);
     assert_int_equal(rtc_pbjson_load(deep, 4096, 0, &j, e, sizeof(e)), 0);
     json_decref(j);
+    memset(deep, '[', 2048);
+    deep[2048] = '1';
+    memset(deep + 2049, ']', 2048);
+    assert_int_equal(rtc_pbjson_load(deep, 4097, 0, &j, e, sizeof(e)), 0);
+    json_decref(j);
+    json_error_t jerr;
+    assert_null(json_loadb(deep, 4097, JSON_DECODE_ANY, &jerr));
+    memset(deep, '[', 2049);
+    memset(deep + 2049, ']', 2049);
+    assert_int_equal(rtc_pbjson_load(deep, 4098, 0, &j, e, sizeof(e)), RTC_ETOOBIG);
     free(deep);
 }
 
@@ -218,17 +242,33 @@ static void test_messages(void **state)
     assert_string_equal(e, "invalid Unicode '\\uDC01'");
     assert_int_equal(rtc_pbjson_load("[1,]", 4, 0, &j, e, sizeof(e)), RTC_EINVAL);
     assert_non_null(strstr(e, "(at byte"));
+    assert_null(strstr(e, "parse error")); /* the caller says that */
     assert_int_equal(rtc_pbjson_load("[99999999999999999999]", 22, 0, &j, e, sizeof(e)),
                      RTC_EINVAL);
     assert_non_null(strstr(e, "too big integer: 99999999999999999999"));
-    /* a long key in a message is cut at a character boundary */
+    /* A long key in a message is cut at a character boundary: "a" first, so
+     * that the 40-byte cut falls inside an "é". */
     char text[200];
-    int n = snprintf(text, sizeof(text), "{\"%s\":1,\"%s\":2}", "ééééééééééééééééééééééééé",
-                     "ééééééééééééééééééééééééé");
+    const char *key = "aééééééééééééééééééééééééé";
+    int n = snprintf(text, sizeof(text), "{\"%s\":1,\"%s\":2}", key, key);
     assert_int_equal(rtc_pbjson_load(text, (size_t)n, 0, &j, e, sizeof(e)), RTC_EINVAL);
     json_t *as_json = json_string(e); /* NULL unless e is valid UTF-8 */
     assert_non_null(as_json);
     json_decref(as_json);
+    /* 39 bytes: "a" and 19 of the 25 "é"; byte 40 would split the 20th */
+    assert_non_null(strstr(e, "duplicate object key \"a"
+                              "éééééééééé"
+                              "ééééééééé"
+                              "\" (at"));
+    /* ... and so is the whole message when the caller's buffer is small */
+    for (size_t len = 1; len < 80; len++) {
+        char small[80];
+        assert_int_equal(rtc_pbjson_load(text, (size_t)n, 0, &j, small, len), RTC_EINVAL);
+        as_json = json_string(small);
+        if (!as_json)
+            fail_msg("errlen %zu: message not UTF-8: %s", len, small);
+        json_decref(as_json);
+    }
     /* err may be NULL */
     assert_int_equal(rtc_pbjson_load("x", 1, 0, &j, NULL, 0), RTC_EINVAL);
 }

@@ -21,8 +21,9 @@
  *  - \u0000 is refused (jansson's default without JSON_ALLOW_NUL), so keys
  *    and strings are C strings;
  *  - yajl skips \v and \f as whitespace: escapes() refuses them;
- *  - a raw NUL byte is refused anywhere (jansson takes one after a
- *    top-level number for the end of the text: "8\0" passes there);
+ *  - a raw NUL byte is refused anywhere (jansson takes one right after a
+ *    number or a keyword for the end of the text: "8\0", "[1\0]" and
+ *    "true\0" pass there);
  *  - numbers arrive as text: integers that do not fit json_int_t and reals
  *    that overflow a double are refused, as jansson does. */
 #include <errno.h>
@@ -37,7 +38,10 @@
 #include "pbjson_int.h"
 #include "rtc/utf8.h"
 
-#define LOAD_DEFAULT_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
+/* jansson's JSON_PARSER_MAX_DEPTH, counted here in containers: jansson
+ * also counts the scalar inside them, so a scalar inside exactly 2048
+ * arrays passes here and not there (tests/unit/test_pbjson_load.c). */
+#define LOAD_DEFAULT_DEPTH 2048
 #define LOAD_INLINE_DEPTH  32
 
 typedef struct loader {
@@ -54,6 +58,22 @@ typedef struct loader {
     int rc;        /* set when a callback cancelled the parse */
     char why[160]; /* its message */
 } loader;
+
+/* A message that filled the caller's buffer may end inside a character:
+ * drop that partial character, so err stays UTF-8 whatever its size. */
+static void utf8_cut(char *err)
+{
+    size_t n = strlen(err);
+    size_t start = n;
+    while (start > 0 && ((unsigned char)err[start - 1] & 0xC0) == 0x80)
+        start--;
+    if (start > 0 && (unsigned char)err[start - 1] >= 0xC0) {
+        unsigned char lead = (unsigned char)err[start - 1];
+        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (n - (start - 1) < need)
+            err[start - 1] = '\0';
+    }
+}
 
 /* Sets the error; arg (UTF-8 or ASCII) is shown up to 40 bytes, cut at a
  * character boundary so the message stays UTF-8 (it goes back to clients
@@ -348,6 +368,8 @@ int rtc_pbjson_load(const char *text, size_t len, unsigned max_depth, json_t **o
         if (err && errlen) {
             unsigned char *m = yajl_get_error(h, 0, NULL, 0);
             const char *msg = m ? (const char *)m : "invalid JSON";
+            if (strncmp(msg, "parse error: ", 13) == 0)
+                msg += 13; /* the caller says "parse error" already */
             size_t n = strcspn(msg, "\n");
             while (n > 0 && (msg[n - 1] == '.' || msg[n - 1] == ' '))
                 n--;
@@ -357,6 +379,8 @@ int rtc_pbjson_load(const char *text, size_t len, unsigned max_depth, json_t **o
         }
     }
     yajl_free(h);
+    if (rc && err && errlen)
+        utf8_cut(err);
     if (l.stack != l.inline_stack)
         free(l.stack);
     if (l.key != l.inline_key)

@@ -80,11 +80,15 @@ const char *rtc_pbjson_json_name(const rtc_pbjson *pj, const ProtobufCMessageDes
 /* JSON text → a JSON value (caller owns the reference): the value
  * json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, …) gives,
  * and the same inputs refused, but lexed by yajl (~4× faster on an SDP-sized
- * message), with containers nested at most max_depth deep (0: 2048, as
- * jansson). 0; RTC_EINVAL: not JSON, a duplicate key, \u0000, an integer
- * beyond json_int_t or a real beyond a double (err: what, and at which
- * byte); RTC_ETOOBIG: nested deeper than max_depth (err says so);
- * RTC_ENOMEM. */
+ * message), with containers nested at most max_depth deep (0: 2048). Two
+ * differences, both stricter or at jansson's limit: a raw NUL byte is
+ * refused anywhere (jansson ends the text at one after a number or a
+ * keyword), and with max_depth 0 a scalar inside exactly 2048 containers
+ * passes (jansson counts the scalar as a level too). 0; RTC_EINVAL: not
+ * JSON, a duplicate key, \u0000, an integer beyond json_int_t or a real
+ * beyond a double (err: what, and at which byte); RTC_ETOOBIG: nested deeper
+ * than max_depth (err says so); RTC_ENOMEM. err is always valid UTF-8, cut
+ * to errlen. */
 int rtc_pbjson_load(const char *text, size_t len, unsigned max_depth, json_t **out, char *err,
                     size_t errlen);
 
