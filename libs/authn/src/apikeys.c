@@ -76,16 +76,6 @@ static bool valid_id(const char *s, size_t n)
     return true;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static int parse_rights(const char *s, size_t n, uint32_t *out, char *bad, size_t badlen)
 {
     static const struct {
@@ -184,7 +174,8 @@ static int parse_entry(rtc_apikeys *ks, const char *s, size_t n, int lineno, cha
             return RTC_EINVAL;
         }
         for (size_t x = 0; x < SHA256_DIGEST_LENGTH; x++) {
-            int hi = hexval(secret.p[2 * x]), lo = hexval(secret.p[2 * x + 1]);
+            int hi = rtc_hex_digit((unsigned char)secret.p[2 * x]),
+                lo = rtc_hex_digit((unsigned char)secret.p[2 * x + 1]);
             if (hi < 0 || lo < 0) {
                 seterr(err, errlen, "line %d: sha256 digest must be 64 hex digits", lineno);
                 return RTC_EINVAL;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "rtc/core.h"
 #include "rtc/grpc.h"
 
 static const char *const status_names[RTC_GRPC_STATUS_COUNT] = {
@@ -65,17 +66,6 @@ int rtc_grpc_message_encode(const char *msg, size_t len, rtc_buf *out)
     return 0;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int rtc_grpc_message_decode(const char *in, size_t len, rtc_buf *out)
 {
     if (rtc_buf_reserve(out, len + 1) < 0)
@@ -83,7 +73,8 @@ int rtc_grpc_message_decode(const char *in, size_t len, rtc_buf *out)
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)in[i];
         if (ch == '%' && i + 2 < len) {
-            int hi = hexval((unsigned char)in[i + 1]), lo = hexval((unsigned char)in[i + 2]);
+            int hi = rtc_hex_digit((unsigned char)in[i + 1]),
+                lo = rtc_hex_digit((unsigned char)in[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 ch = (unsigned char)(hi << 4 | lo);
                 i += 2;

@@ -36,6 +36,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "pbjson_int.h"
+#include "rtc/core.h"
 #include "rtc/utf8.h"
 
 /* jansson's JSON_PARSER_MAX_DEPTH, counted here in containers: jansson
@@ -264,11 +265,7 @@ static int hex4(const char *p, const char *end, unsigned *out)
         return -1;
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
+        int d = rtc_hex_digit((unsigned char)p[i]);
         if (d < 0)
             return -1;
         v = v << 4 | (unsigned)d;

@@ -10,22 +10,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rtc/core.h"
 #include "rtc/error.h"
 #include "rtc/redis.h"
 
 #define URL_DEFAULT_PORT 6379
 #define URL_MAX_DB       1000000 /* far above any sane `databases` setting */
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Percent-decode s[0..len) into out (cap bytes with the NUL). %00 is
  * refused: the result is a C string. */
@@ -37,7 +27,8 @@ static int pct_decode(const char *s, size_t len, char *out, size_t cap)
         if (c == '%') {
             if (i + 2 >= len)
                 return RTC_EINVAL;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            int hi = rtc_hex_digit((unsigned char)s[i + 1]),
+                lo = rtc_hex_digit((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0)
                 return RTC_EINVAL;
             c = (char)(hi << 4 | lo);

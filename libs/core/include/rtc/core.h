@@ -7,6 +7,15 @@
 #include <uv.h>
 #include "rtc/error.h"
 
+/* The value of hex digit c (0-9, a-f, A-F), or -1. */
+static inline int rtc_hex_digit(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 /* Monotonic milliseconds (uv_hrtime based). */
 uint64_t rtc_now_ms(void);
 /* Wall clock milliseconds since the epoch. */
