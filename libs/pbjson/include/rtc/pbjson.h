@@ -79,7 +79,7 @@ const char *rtc_pbjson_json_name(const rtc_pbjson *pj, const ProtobufCMessageDes
 
 /* JSON text → a JSON value (caller owns the reference): the value
  * json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, …) gives,
- * and the same inputs refused, but lexed by yajl (~4× faster on an SDP-sized
+ * and the same inputs refused, but lexed by yajl (~5× faster on an SDP-sized
  * message), with containers nested at most max_depth deep (0: 2048). Two
  * differences, both stricter or at jansson's limit: a raw NUL byte is
  * refused anywhere (jansson ends the text at one after a number or a
